@@ -1,0 +1,101 @@
+"""ChannelDesk: a customer-service desk for WeChat Channels shops.
+
+``create_app(config)`` builds the Flask app: extensions, blueprints, the shop-scoping mechanism,
+template helpers and CLI commands. Areas live in their own packages (auth, desk, orders, rules,
+returns, sla, settings), each with a blueprint ``bp``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from config import BASE_DIR, Config, config_from_env
+
+
+def create_app(config: type[Config] | Config | None = None) -> Flask:
+    config = config or config_from_env()
+    config.validate()
+
+    app = Flask(
+        __name__,
+        template_folder=str(BASE_DIR / "templates"),
+        static_folder=str(BASE_DIR / "static"),
+        instance_path=str(BASE_DIR / "instance"),
+    )
+    app.config.from_object(config)
+    logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+    from app import secretbox
+
+    secretbox.configure(app.config.get("CREDENTIALS_KEYS"), app.config.get("SECRET_KEY"))
+
+    _init_database(app)
+    _init_web(app)
+    _register_blueprints(app)
+
+    from app import cli
+
+    cli.register(app)
+    return app
+
+
+def _init_database(app: Flask) -> None:
+    from app import tenancy
+    from app.extensions import db, migrate
+    from app.models import Shop
+
+    uri = app.config["SQLALCHEMY_DATABASE_URI"]
+    if uri.startswith("sqlite:///"):
+        # The default database file lives in instance/; make sure the folder exists.
+        (BASE_DIR / "instance").mkdir(exist_ok=True)
+    db.init_app(app)
+    # render_as_batch lets Alembic alter tables on SQLite (copy-and-move), a no-op elsewhere.
+    migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"), render_as_batch=True, compare_type=True)
+    tenancy.install(Shop)
+
+    from app import dbsetup
+
+    dbsetup.install_sqlite_pragmas()
+
+
+def _init_web(app: Flask) -> None:
+    from app import i18n, web
+    from app.auth import access
+    from app.extensions import csrf, limiter, login_manager, socketio
+
+    csrf.init_app(app)
+    limiter.init_app(app)
+    login_manager.init_app(app)
+    access.init_app(app)
+    i18n.init_app(app)
+    web.init_app(app)
+    from app.desk import sockets
+
+    sockets.register()  # before init_app: handlers are bound to each new server from the list
+    socketio.init_app(
+        app,
+        message_queue=app.config.get("REDIS_URL"),
+        logger=False,
+        engineio_logger=False,
+    )
+
+
+def _register_blueprints(app: Flask) -> None:
+    from app.auth import bp as auth_bp
+    from app.desk import bp as desk_bp
+    from app.orders import bp as orders_bp
+    from app.returns import bp as returns_bp
+    from app.rules import bp as rules_bp
+    from app.settings import bp as settings_bp
+    from app.sla import bp as sla_bp
+
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(desk_bp)
+    app.register_blueprint(orders_bp, url_prefix="/after-sales")
+    app.register_blueprint(rules_bp, url_prefix="/rules")
+    app.register_blueprint(returns_bp, url_prefix="/return-addresses")
+    app.register_blueprint(sla_bp, url_prefix="/sla")
+    app.register_blueprint(settings_bp, url_prefix="/settings")

@@ -1,0 +1,79 @@
+"""Sign-in and sign-out. Failed attempts are throttled per account and per address."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
+from flask_login import current_user, login_required, login_user, logout_user
+
+from app import audit
+from app.auth import bp
+from app.auth.forms import LoginForm
+from app.extensions import db, limiter
+from app.i18n import LANG_SESSION_KEY, utc_now
+from app.models import User
+
+
+def _login_limit() -> str:
+    return current_app.config["LOGIN_RATE_LIMIT"]
+
+
+def _username_key() -> str:
+    return "login-user:" + (request.form.get("username") or "").strip().lower()
+
+
+def _failed(response) -> bool:
+    # Only failed attempts count towards the limit: a successful sign-in redirects.
+    return response.status_code != 302
+
+
+def _safe_next(target: str | None) -> str | None:
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return None
+    return target
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"], key_func=_username_key, deduct_when=_failed)
+@limiter.limit("30 per minute", methods=["POST"], deduct_when=_failed)
+def login():
+    if current_user.is_authenticated:
+        return redirect(url_for("desk.console"))
+    form = LoginForm()
+    if form.validate_on_submit():
+        username = form.username.data.strip()
+        user = db.session.scalar(sa.select(User).where(sa.func.lower(User.username) == username.lower()))
+        if user is None or not user.is_active or not user.check_password(form.password.data):
+            audit.record("auth.login_failed", subject_kind="user", subject_id=username[:64])
+            db.session.commit()
+            flash(_("Wrong username or password."), "error")
+            return render_template("auth/login.html", form=form), 401
+        # A fresh session at sign-in: nothing planted before it survives (session fixation).
+        language = session.get(LANG_SESSION_KEY)
+        session.clear()
+        if language:
+            session[LANG_SESSION_KEY] = language
+        login_user(user, remember=form.remember.data)
+        user.last_login_at = utc_now()
+        audit.record("auth.login", user=user, subject_kind="user", subject_id=str(user.id))
+        db.session.commit()
+        return redirect(_safe_next(request.args.get("next")) or url_for("desk.console"))
+    status = 400 if request.method == "POST" else 200
+    return render_template("auth/login.html", form=form), status
+
+
+@bp.route("/logout", methods=["POST"])
+@login_required
+def logout():
+    audit.record("auth.logout", subject_kind="user", subject_id=str(current_user.id))
+    db.session.commit()
+    logout_user()
+    session.clear()
+    flash(_("You have signed out."), "info")
+    return redirect(url_for("auth.login"))

@@ -1,0 +1,178 @@
+"""Command-line tools: `flask users ...`, `flask shops ...`, `flask demo ...`."""
+
+from __future__ import annotations
+
+import click
+import sqlalchemy as sa
+from flask import Flask, current_app
+from flask.cli import AppGroup
+from sqlalchemy.orm.attributes import flag_modified
+
+from app import secretbox
+from app.extensions import db
+from app.models import Role, Shop, User
+from app.settings import services
+
+users_cli = AppGroup("users", help="Manage desk users (agents, supervisors, admins).")
+shops_cli = AppGroup("shops", help="Manage connected shops.")
+demo_cli = AppGroup("demo", help="Demo data for a fresh installation.")
+
+
+def register(app: Flask) -> None:
+    app.cli.add_command(users_cli)
+    app.cli.add_command(shops_cli)
+    app.cli.add_command(demo_cli)
+    app.cli.add_command(serve_command)
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+def serve_command(host, port):
+    """Serve the desk with Socket.IO in this one process (demo and development).
+
+    Production runs gunicorn (docs/deploy.md); this uses Werkzeug's threaded server, which speaks
+    WebSocket through simple-websocket.
+    """
+    from app.extensions import socketio
+
+    click.echo(f"ChannelDesk on http://{host}:{port}/")
+    socketio.run(
+        current_app._get_current_object(),
+        host=host,
+        port=port,
+        debug=False,
+        use_reloader=False,
+        allow_unsafe_werkzeug=True,
+    )
+
+
+def _shops_by_ref(refs: tuple[str, ...]) -> list[Shop]:
+    found = []
+    for ref in refs:
+        stmt = sa.select(Shop).where(Shop.id == int(ref)) if ref.isdigit() else sa.select(Shop).where(Shop.appid == ref)
+        shop = db.session.scalar(stmt)
+        if shop is None:
+            raise click.BadParameter(f"no shop with id or appid {ref!r}", param_hint="--shop")
+        found.append(shop)
+    return found
+
+
+@users_cli.command("create")
+@click.argument("username")
+@click.option("--name", "display_name", default="", help="Display name (default: the username).")
+@click.option("--role", type=click.Choice([r.value for r in Role]), default=Role.AGENT.value, show_default=True)
+@click.option("--shop", "shop_refs", multiple=True, help="Shop id or appid this user serves (repeatable).")
+@click.option("--capacity", type=int, default=10, show_default=True, help="Open conversations at once.")
+@click.option("--language", type=click.Choice(["zh_CN", "en"]), default="zh_CN", show_default=True)
+@click.password_option(help="Password (prompted when omitted).")
+def create_user_command(username, display_name, role, shop_refs, capacity, language, password):
+    """Create a desk user."""
+    try:
+        user = services.create_user(
+            username=username,
+            display_name=display_name or username,
+            password=password,
+            role=Role(role),
+            shops=_shops_by_ref(shop_refs),
+            capacity=capacity,
+            language=language,
+        )
+    except services.ValidationError as exc:
+        raise click.ClickException(f"{exc.field}: {exc.message}") from None
+    db.session.commit()
+    click.echo(f"created {user.role.value} {user.username} (id {user.id}) serving {[s.name for s in user.shops]}")
+
+
+@users_cli.command("list")
+def list_users_command():
+    """List users with their role and shops."""
+    for user in db.session.scalars(sa.select(User).order_by(User.id)):
+        state = "" if user.is_active else " (inactive)"
+        click.echo(f"{user.id}\t{user.username}\t{user.role.value}\t{','.join(s.name for s in user.shops)}{state}")
+
+
+@shops_cli.command("add")
+@click.option("--name", required=True)
+@click.option("--appid", required=True)
+@click.option("--secret", "app_secret", required=True, help="AppSecret.")
+@click.option("--token", "push_token", required=True, help="Push Token.")
+@click.option("--aes-key", "encoding_aes_key", required=True, help="EncodingAESKey (43 characters).")
+@click.option("--api-base", "api_base_url", default=None, help="API base URL (default: the real platform).")
+@click.option("--timezone", default="Asia/Shanghai", show_default=True)
+def add_shop_command(name, appid, app_secret, push_token, encoding_aes_key, api_base_url, timezone):
+    """Connect a shop (self-built mode credentials from the shop's back office)."""
+    try:
+        shop = services.create_shop(
+            services.ShopInput(
+                name=name,
+                appid=appid,
+                app_secret=app_secret,
+                push_token=push_token,
+                encoding_aes_key=encoding_aes_key,
+                api_base_url=api_base_url or current_app.config["PLATFORM_API_BASE"],
+                timezone=timezone,
+            )
+        )
+    except services.ValidationError as exc:
+        raise click.ClickException(f"{exc.field}: {exc.message}") from None
+    db.session.commit()
+    click.echo(f"added shop {shop.name} (id {shop.id}); push URL path: /webhooks/{shop.webhook_key}")
+
+
+@shops_cli.command("list")
+def list_shops_command():
+    """List shops (secrets masked)."""
+    for shop in db.session.scalars(sa.select(Shop).order_by(Shop.id)):
+        click.echo(
+            f"{shop.id}\t{shop.name}\t{shop.appid}\tsecret {secretbox.mask(shop.app_secret)}\t"
+            f"{shop.api_base_url}\t/webhooks/{shop.webhook_key}"
+        )
+
+
+@shops_cli.command("rekey")
+def rekey_command():
+    """Re-encrypt every stored credential with the newest CREDENTIALS_KEYS key."""
+    shops = db.session.scalars(sa.select(Shop)).all()
+    for shop in shops:
+        # Loading decrypted with any key of the ring; a flush re-encrypts with the first.
+        for field in ("app_secret", "push_token", "encoding_aes_key"):
+            flag_modified(shop, field)
+    db.session.commit()
+    click.echo(f"re-encrypted credentials of {len(shops)} shop(s)")
+
+
+# Demo installation: fixed credentials so the bundled simulator can sign its pushes.
+DEMO_SHOP = {
+    "name": "演示小店",
+    "appid": "wxd3m0c4a7e1d2b9f0",
+    "app_secret": "demo-app-secret-0123456789abcdef",
+    "push_token": "demopushtoken",
+    "encoding_aes_key": "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+}
+DEMO_USERS = [
+    ("agent", "客服小王", Role.AGENT),
+    ("supervisor", "主管老李", Role.SUPERVISOR),
+    ("admin", "管理员", Role.ADMIN),
+]
+DEMO_PASSWORD_ENV = "DEMO_PASSWORD"
+
+
+@demo_cli.command("seed")
+@click.option(
+    "--password", envvar=DEMO_PASSWORD_ENV, default="channeldesk", show_default=True, help="Password of the demo users."
+)
+def seed_command(password):
+    """Create the demo shop (pointing at the bundled simulator) and demo users, once."""
+    shop = db.session.scalar(sa.select(Shop).where(Shop.appid == DEMO_SHOP["appid"]))
+    if shop is None:
+        shop = services.create_shop(services.ShopInput(api_base_url=current_app.config["SIMULATOR_URL"], **DEMO_SHOP))
+        shop.is_demo = True
+        click.echo(f"created demo shop {shop.name} -> {shop.api_base_url}")
+    for username, display_name, role in DEMO_USERS:
+        if db.session.scalar(sa.select(User.id).where(User.username == username)) is None:
+            services.create_user(
+                username=username, display_name=display_name, password=password, role=role, shops=[shop]
+            )
+            click.echo(f"created demo {role.value}: {username} / {password}")
+    db.session.commit()

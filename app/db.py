@@ -1,0 +1,90 @@
+"""Declarative base, column types and mixins shared by every model.
+
+- Constraint names follow one convention so Alembic migrations are stable across databases.
+- Times are stored as UTC and always come back timezone-aware (SQLite keeps no zone).
+- Shop credentials are encrypted at rest (see app/secretbox.py).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from app import secretbox
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp stored as naive UTC and returned as an aware UTC datetime.
+
+    Naive datetimes are refused on the way in: a naive value is a bug (whose clock?).
+    """
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime refused: store aware UTC datetimes")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+class EncryptedText(TypeDecorator):
+    """Text encrypted with the credentials key ring before it reaches the database."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect):
+        if value is None:
+            return None
+        return secretbox.encrypt(value)
+
+    def process_result_value(self, value: str | None, dialect):
+        if value is None:
+            return None
+        return secretbox.decrypt(value)
+
+
+# JSON that works the same on SQLite and PostgreSQL (JSONB there, for indexing later).
+JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+# 64-bit integers for money in fen; SQLite's INTEGER is 64-bit already.
+Fen = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# Integer primary keys: BIGINT on PostgreSQL, INTEGER (rowid alias) on SQLite.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime()}
+
+
+class IdMixin:
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+
+
+class TimestampMixin:
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

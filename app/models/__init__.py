@@ -1,0 +1,42 @@
+"""All models, one module per domain. Importing this package registers every table."""
+
+from app.models.audit import AuditLog
+from app.models.chat import Conversation, ConversationStatus, Message, MessageDirection, QuickReply, SenderKind
+from app.models.integration import InboxEvent, InboxStatus, OutboxCall, OutboxStatus
+from app.models.orders import AfterSale, AfterSaleStatus, AfterSaleType, Order, OrderItem, OrderStatus
+from app.models.people import Customer, CustomerTag, Role, User, user_shops
+from app.models.returns import AddressBinding, BindingScope, ReturnAddress
+from app.models.rules import Rule, RuleDecision, RuleVersion
+from app.models.shops import Shop
+
+__all__ = [
+    "AddressBinding",
+    "AfterSale",
+    "AfterSaleStatus",
+    "AfterSaleType",
+    "AuditLog",
+    "BindingScope",
+    "Conversation",
+    "ConversationStatus",
+    "Customer",
+    "CustomerTag",
+    "InboxEvent",
+    "InboxStatus",
+    "Message",
+    "MessageDirection",
+    "Order",
+    "OrderItem",
+    "OrderStatus",
+    "OutboxCall",
+    "OutboxStatus",
+    "QuickReply",
+    "ReturnAddress",
+    "Role",
+    "Rule",
+    "RuleDecision",
+    "RuleVersion",
+    "SenderKind",
+    "Shop",
+    "User",
+    "user_shops",
+]

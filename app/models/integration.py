@@ -1,0 +1,78 @@
+"""The durable edges: every push received (inbox) and every call to the platform (outbox)."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, IdMixin, JSONType, utcnow
+from app.tenancy import ShopScoped
+
+
+class InboxStatus(enum.StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"  # retries exhausted: visible to admins, replayable
+
+
+class OutboxStatus(enum.StrEnum):
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # permanent error or retries exhausted: shown with its reason
+
+
+def _enum(enum_cls: type[enum.StrEnum]) -> sa.Enum:
+    return sa.Enum(enum_cls, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
+
+
+class InboxEvent(ShopScoped, IdMixin, Base):
+    """A decrypted platform push, stored before it is acknowledged and processed once."""
+
+    __tablename__ = "inbox_events"
+    __table_args__ = (
+        # The same push re-delivered (the platform retries ~10 times) lands on the same key.
+        sa.UniqueConstraint("shop_id", "dedupe_key"),
+        sa.Index("ix_inbox_events_status_next", "status", "next_attempt_at"),
+    )
+
+    dedupe_key: Mapped[str] = mapped_column(sa.String(160))
+    event: Mapped[str] = mapped_column(sa.String(64))
+    payload: Mapped[dict] = mapped_column(JSONType)
+    status: Mapped[InboxStatus] = mapped_column(_enum(InboxStatus), default=InboxStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    processed_at: Mapped[datetime | None]
+
+
+class OutboxCall(ShopScoped, IdMixin, Base):
+    """A call the desk owes the platform, retried with backoff until it succeeds or fails visibly."""
+
+    __tablename__ = "outbox_calls"
+    __table_args__ = (
+        sa.UniqueConstraint("shop_id", "idempotency_key"),
+        sa.Index("ix_outbox_calls_status_next", "status", "next_attempt_at"),
+        sa.Index("ix_outbox_calls_subject", "shop_id", "subject_kind", "subject_id"),
+    )
+
+    # Also the platform's request_id where the API takes one (commkf/sendmsg).
+    idempotency_key: Mapped[str] = mapped_column(sa.String(64))
+    operation: Mapped[str] = mapped_column(sa.String(64))  # e.g. aftersale.accept, commkf.sendmsg
+    payload: Mapped[dict] = mapped_column(JSONType)
+    status: Mapped[OutboxStatus] = mapped_column(_enum(OutboxStatus), default=OutboxStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_errcode: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    response: Mapped[dict | None] = mapped_column(JSONType)
+    subject_kind: Mapped[str | None] = mapped_column(sa.String(20))
+    subject_id: Mapped[str | None] = mapped_column(sa.String(64))
+    created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None]

@@ -1,0 +1,185 @@
+"""Orders and after-sales as the platform reports them. Ids are strings, money is fen."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db import Base, Fen, IdMixin, JSONType, TimestampMixin
+from app.tenancy import ShopScoped
+
+
+class OrderStatus(enum.IntEnum):
+    """Order status codes of the platform (platform-api.md, Orders)."""
+
+    AWAITING_PAYMENT = 10
+    AWAITING_SHIPMENT = 20
+    PARTLY_SHIPPED = 21
+    SHIPPED = 30
+    COMPLETED = 100
+    CANCELLED_OVERSOLD = 190
+    CANCELLED_ALL_AFTER_SOLD = 200
+    CANCELLED = 250
+
+    @property
+    def is_cancelled(self) -> bool:
+        return self >= 190
+
+    @property
+    def is_shipped(self) -> bool:
+        return self in (OrderStatus.PARTLY_SHIPPED, OrderStatus.SHIPPED, OrderStatus.COMPLETED)
+
+
+class AfterSaleType(enum.StrEnum):
+    REFUND = "REFUND"  # refund only
+    RETURN = "RETURN"  # return and refund
+    EXCHANGE = "EXCHANGE"
+
+
+class AfterSaleStatus(enum.StrEnum):
+    """After-sale statuses exactly as the platform spells them (USER_CANCELD sic)."""
+
+    MERCHANT_PROCESSING = "MERCHANT_PROCESSING"
+    USER_WAIT_RETURN = "USER_WAIT_RETURN"
+    MERCHANT_WAIT_RECEIPT = "MERCHANT_WAIT_RECEIPT"
+    MERCHANT_REFUND_SUCCESS = "MERCHANT_REFUND_SUCCESS"
+    MERCHANT_RETURN_SUCCESS = "MERCHANT_RETURN_SUCCESS"
+    MERCHANT_REJECT_REFUND = "MERCHANT_REJECT_REFUND"
+    MERCHANT_REJECT_RETURN = "MERCHANT_REJECT_RETURN"
+    USER_CANCELD = "USER_CANCELD"
+    RETURN_CLOSED = "RETURN_CLOSED"
+    MERCHANT_OVERDUE_REFUND = "MERCHANT_OVERDUE_REFUND"
+    PLATFORM_REFUNDING = "PLATFORM_REFUNDING"
+    PLATFORM_REFUND_FAIL = "PLATFORM_REFUND_FAIL"
+    USER_WAIT_CONFIRM = "USER_WAIT_CONFIRM"
+    MERCHANT_REFUND_RETRY_FAIL = "MERCHANT_REFUND_RETRY_FAIL"
+    MERCHANT_FAIL = "MERCHANT_FAIL"
+
+    @property
+    def is_open(self) -> bool:
+        """Still needs someone: the merchant, the buyer or the platform has a step left."""
+        return self in OPEN_AFTER_SALE_STATUSES
+
+
+OPEN_AFTER_SALE_STATUSES = frozenset(
+    {
+        AfterSaleStatus.MERCHANT_PROCESSING,
+        AfterSaleStatus.USER_WAIT_RETURN,
+        AfterSaleStatus.MERCHANT_WAIT_RECEIPT,
+        AfterSaleStatus.PLATFORM_REFUNDING,
+        AfterSaleStatus.PLATFORM_REFUND_FAIL,
+        AfterSaleStatus.USER_WAIT_CONFIRM,
+        AfterSaleStatus.MERCHANT_REFUND_RETRY_FAIL,
+    }
+)
+
+
+class Order(ShopScoped, IdMixin, TimestampMixin, Base):
+    __tablename__ = "orders"
+    __table_args__ = (
+        sa.UniqueConstraint("shop_id", "order_id"),
+        # The sidebar: a buyer's orders, newest first.
+        sa.Index("ix_orders_shop_openid_created", "shop_id", "openid", "platform_created_at"),
+        sa.Index("ix_orders_shop_status_updated", "shop_id", "status", "platform_updated_at"),
+        sa.Index("ix_orders_unionid", "unionid"),
+    )
+
+    order_id: Mapped[str] = mapped_column(sa.String(64))
+    status: Mapped[int] = mapped_column(sa.SmallInteger)
+    openid: Mapped[str] = mapped_column(sa.String(128))
+    unionid: Mapped[str | None] = mapped_column(sa.String(128))
+    customer_id: Mapped[int | None] = mapped_column(sa.ForeignKey("customers.id", ondelete="SET NULL"))
+    platform_created_at: Mapped[datetime]
+    # The platform's update_time: a detail older than what is stored never overwrites it.
+    platform_updated_at: Mapped[datetime]
+    paid_at: Mapped[datetime | None]
+    shipped_at: Mapped[datetime | None]
+    product_price_fen: Mapped[int] = mapped_column(Fen, default=0)
+    order_price_fen: Mapped[int] = mapped_column(Fen, default=0)
+    freight_fen: Mapped[int] = mapped_column(Fen, default=0)
+    discounted_price_fen: Mapped[int] = mapped_column(Fen, default=0)
+    # Masked as the platform gives it (林**); the full address needs an audited decode.
+    address: Mapped[dict | None] = mapped_column(JSONType)
+    # Last digits of the receiver's phone, for "find a buyer by phone tail".
+    phone_tail: Mapped[str | None] = mapped_column(sa.String(8))
+    deliveries: Mapped[list | None] = mapped_column(JSONType)
+    raw: Mapped[dict | None] = mapped_column(JSONType)
+    fetched_at: Mapped[datetime | None]
+
+    items = relationship(
+        "OrderItem", cascade="all, delete-orphan", lazy="selectin", order_by="OrderItem.id", back_populates="order"
+    )
+
+    @property
+    def status_enum(self) -> OrderStatus | None:
+        try:
+            return OrderStatus(self.status)
+        except ValueError:
+            return None
+
+
+class OrderItem(ShopScoped, IdMixin, Base):
+    __tablename__ = "order_items"
+    __table_args__ = (
+        sa.Index("ix_order_items_order", "order_pk"),
+        sa.Index("ix_order_items_shop_sku", "shop_id", "sku_id"),
+    )
+
+    order_pk: Mapped[int] = mapped_column(sa.ForeignKey("orders.id", ondelete="CASCADE"))
+    product_id: Mapped[str] = mapped_column(sa.String(64))
+    sku_id: Mapped[str] = mapped_column(sa.String(64))
+    sku_code: Mapped[str | None] = mapped_column(sa.String(100))
+    title: Mapped[str] = mapped_column(sa.String(300), default="")
+    thumb_img: Mapped[str | None] = mapped_column(sa.String(500))
+    sku_attrs: Mapped[list | None] = mapped_column(JSONType)
+    quantity: Mapped[int] = mapped_column(default=1)
+    sale_price_fen: Mapped[int] = mapped_column(Fen, default=0)
+    real_price_fen: Mapped[int] = mapped_column(Fen, default=0)
+    on_aftersale_count: Mapped[int] = mapped_column(default=0)
+    finished_aftersale_count: Mapped[int] = mapped_column(default=0)
+
+    order = relationship("Order", back_populates="items")
+
+
+class AfterSale(ShopScoped, IdMixin, TimestampMixin, Base):
+    __tablename__ = "after_sales"
+    __table_args__ = (
+        sa.UniqueConstraint("shop_id", "after_sale_order_id"),
+        # The after-sale queue: open cases by platform deadline.
+        sa.Index("ix_after_sales_shop_status_deadline", "shop_id", "status", "deadline_at"),
+        sa.Index("ix_after_sales_shop_order", "shop_id", "order_id"),
+        sa.Index("ix_after_sales_shop_openid", "shop_id", "openid"),
+    )
+
+    after_sale_order_id: Mapped[str] = mapped_column(sa.String(64))
+    order_id: Mapped[str] = mapped_column(sa.String(64))
+    order_pk: Mapped[int | None] = mapped_column(sa.ForeignKey("orders.id", ondelete="SET NULL"))
+    openid: Mapped[str] = mapped_column(sa.String(128))
+    customer_id: Mapped[int | None] = mapped_column(sa.ForeignKey("customers.id", ondelete="SET NULL"))
+    type: Mapped[str] = mapped_column(sa.String(16))
+    status: Mapped[str] = mapped_column(sa.String(40))
+    product_id: Mapped[str | None] = mapped_column(sa.String(64))
+    sku_id: Mapped[str | None] = mapped_column(sa.String(64))
+    count: Mapped[int] = mapped_column(default=1)
+    refund_amount_fen: Mapped[int] = mapped_column(Fen, default=0)
+    refund_reason: Mapped[str | None] = mapped_column(sa.String(200))
+    reason: Mapped[str | None] = mapped_column(sa.String(100))
+    reason_text: Mapped[str | None] = mapped_column(sa.Text)
+    description: Mapped[str | None] = mapped_column(sa.Text)
+    prove_imgs: Mapped[list | None] = mapped_column(JSONType)
+    return_waybill_id: Mapped[str | None] = mapped_column(sa.String(64))
+    return_delivery_name: Mapped[str | None] = mapped_column(sa.String(100))
+    # When the merchant must have acted (the platform sends seconds left; stored absolute).
+    deadline_at: Mapped[datetime | None]
+    platform_created_at: Mapped[datetime]
+    platform_updated_at: Mapped[datetime]
+    # The return address used on approval, and how it was chosen (sku/product/shop/manual).
+    return_address_pk: Mapped[int | None] = mapped_column(sa.ForeignKey("return_addresses.id", ondelete="SET NULL"))
+    return_address_source: Mapped[str | None] = mapped_column(sa.String(16))
+    raw: Mapped[dict | None] = mapped_column(JSONType)
+    fetched_at: Mapped[datetime | None]
+
+    order = relationship("Order")

@@ -1,0 +1,105 @@
+"""People: desk users (agents, supervisors, admins) and the shops' buyers (customers)."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+import sqlalchemy as sa
+from flask_login import UserMixin
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from app.db import Base, IdMixin, TimestampMixin, utcnow
+from app.tenancy import ShopScoped
+
+
+class Role(enum.StrEnum):
+    AGENT = "agent"
+    SUPERVISOR = "supervisor"
+    ADMIN = "admin"
+
+
+# Which shops each user may serve. Admins serve every shop regardless of rows here.
+user_shops = sa.Table(
+    "user_shops",
+    Base.metadata,
+    sa.Column("user_id", sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("shop_id", sa.ForeignKey("shops.id", ondelete="CASCADE"), primary_key=True, index=True),
+)
+
+MIN_PASSWORD_LENGTH = 8
+
+
+class User(UserMixin, IdMixin, TimestampMixin, Base):
+    __tablename__ = "users"
+
+    username: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(sa.String(100))
+    password_hash: Mapped[str] = mapped_column(sa.String(255))
+    role: Mapped[Role] = mapped_column(
+        sa.Enum(Role, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]),
+        default=Role.AGENT,
+    )
+    # How many open conversations the assignment engine may give this agent at once.
+    capacity: Mapped[int] = mapped_column(default=10)
+    language: Mapped[str] = mapped_column(sa.String(8), default="zh_CN")
+    is_active: Mapped[bool] = mapped_column(default=True)
+    # Bumped on password change or forced sign-out: every session of the old value ends.
+    session_version: Mapped[int] = mapped_column(default=1)
+    last_login_at: Mapped[datetime | None]
+
+    shops = relationship("Shop", secondary=user_shops, lazy="selectin", order_by="Shop.id")
+
+    def set_password(self, password: str) -> None:
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise ValueError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return bool(self.password_hash) and check_password_hash(self.password_hash, password)
+
+    def get_id(self) -> str:
+        # Flask-Login stores this in the session; the version makes old sessions invalid.
+        return f"{self.id}:{self.session_version}"
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+    @property
+    def is_supervisor(self) -> bool:
+        """Supervisors and admins: may configure rules, addresses, quick replies, see SLA boards."""
+        return self.role in (Role.SUPERVISOR, Role.ADMIN)
+
+    def __repr__(self) -> str:
+        return f"<User {self.id} {self.username} {self.role}>"
+
+
+class Customer(ShopScoped, IdMixin, Base):
+    """A buyer as one shop knows them (openid). unionid links the same person across shops."""
+
+    __tablename__ = "customers"
+    __table_args__ = (sa.UniqueConstraint("shop_id", "openid"),)
+
+    openid: Mapped[str] = mapped_column(sa.String(128))
+    unionid: Mapped[str | None] = mapped_column(sa.String(128), index=True)
+    nickname: Mapped[str | None] = mapped_column(sa.String(100))
+    avatar_url: Mapped[str | None] = mapped_column(sa.String(500))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime | None]
+
+    tags = relationship("CustomerTag", cascade="all, delete-orphan", lazy="selectin", order_by="CustomerTag.tag")
+
+    @property
+    def tag_names(self) -> list[str]:
+        return [t.tag for t in self.tags]
+
+
+class CustomerTag(ShopScoped, Base):
+    __tablename__ = "customer_tags"
+    __table_args__ = (sa.Index("ix_customer_tags_shop_tag", "shop_id", "tag"),)
+
+    customer_id: Mapped[int] = mapped_column(sa.ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

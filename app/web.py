@@ -1,0 +1,92 @@
+"""Cross-cutting web concerns: security headers, error pages and JSON errors, template helpers."""
+
+from __future__ import annotations
+
+from flask import Flask, jsonify, render_template, request
+from flask_babel import gettext as _
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from app import i18n, labels, secretbox
+
+# No inline scripts or styles anywhere: every script and stylesheet is a file under static/.
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data: https:",
+        "connect-src 'self' ws: wss:",
+        "font-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/") or (
+        request.accept_mimetypes.best_match(["application/json", "text/html"]) == "application/json"
+    )
+
+
+def error_response(status: int, code: str, message: str):
+    """One JSON envelope for every API error: {"error": {"code", "message"}}."""
+    return jsonify(error={"code": code, "message": message}), status
+
+
+def init_app(app: Flask) -> None:
+    app.jinja_env.filters["yuan"] = i18n.format_yuan
+    app.jinja_env.filters["shoptime"] = i18n.format_shop_time
+    app.jinja_env.filters["masked"] = secretbox.mask
+    app.jinja_env.filters["order_status"] = labels.order_status
+    app.jinja_env.filters["after_sale_type"] = labels.after_sale_type
+    app.jinja_env.filters["after_sale_status"] = labels.after_sale_status
+    app.jinja_env.filters["role_label"] = labels.role
+
+    @app.after_request
+    def _security_headers(response):
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+        if app.config.get("SESSION_COOKIE_SECURE"):
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        if response.mimetype == "text/html":
+            # Pages carry personal data (buyer names, addresses): never cache them.
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.errorhandler(CSRFError)
+    def _csrf_error(exc: CSRFError):
+        message = _("Your form expired or came from another site. Reload the page and try again.")
+        if wants_json():
+            return error_response(400, "csrf_failed", message)
+        return render_template("errors/error.html", status=400, message=message), 400
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        messages = {
+            403: _("You do not have access to this page."),
+            404: _("This page does not exist, or it belongs to a shop you do not serve."),
+            405: _("This action is not allowed here."),
+            429: _("Too many attempts. Wait a minute and try again."),
+        }
+        status = exc.code or 500
+        message = messages.get(status, exc.description or exc.name)
+        if wants_json():
+            return error_response(status, exc.name.lower().replace(" ", "_"), message)
+        return render_template("errors/error.html", status=status, message=message), status
+
+    @app.errorhandler(500)
+    def _server_error(exc):
+        from app.extensions import db
+
+        db.session.rollback()
+        message = _("Something went wrong on our side. The error was logged.")
+        if wants_json():
+            return error_response(500, "internal_error", message)
+        return render_template("errors/error.html", status=500, message=message), 500

@@ -1,0 +1,65 @@
+"""Alembic environment, run through Flask-Migrate (`flask db ...`).
+
+Migrations must not import application code: the custom column types (UTCDateTime, EncryptedText,
+portable enums) are rendered as the plain SQL types they store.
+"""
+
+import logging
+
+import sqlalchemy as sa
+from alembic import context
+from flask import current_app
+from sqlalchemy.types import TypeDecorator
+
+logger = logging.getLogger("alembic.env")
+config = context.config
+target_db = current_app.extensions["migrate"].db
+
+
+def render_item(type_, obj, autogen_context):
+    """Render TypeDecorators as their underlying type, so migrations stay free of app imports."""
+    if type_ == "type" and isinstance(obj, TypeDecorator):
+        impl = obj.impl if isinstance(obj.impl, sa.types.TypeEngine) else obj.impl()
+        return f"sa.{impl!r}"
+    return False
+
+
+def process_revision_directives(context_, revision, directives):
+    # `flask db migrate` with no model change writes no empty revision.
+    if getattr(config.cmd_opts, "autogenerate", False):
+        script = directives[0]
+        if script.upgrade_ops.is_empty():
+            directives[:] = []
+            logger.info("No changes in schema detected.")
+
+
+def configure_kwargs() -> dict:
+    kwargs = dict(current_app.extensions["migrate"].configure_args)
+    kwargs.setdefault("compare_type", True)
+    kwargs.setdefault("render_as_batch", True)
+    kwargs["render_item"] = render_item
+    if kwargs.get("process_revision_directives") is None:
+        kwargs["process_revision_directives"] = process_revision_directives
+    return kwargs
+
+
+def run_migrations_offline():
+    context.configure(
+        url=str(target_db.engine.url), target_metadata=target_db.metadata, literal_binds=True, **configure_kwargs()
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online():
+    connectable = target_db.engine
+    with connectable.connect() as connection:
+        context.configure(connection=connection, target_metadata=target_db.metadata, **configure_kwargs())
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()
