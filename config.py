@@ -73,6 +73,9 @@ class Config:
     REMEMBER_COOKIE_DURATION = timedelta(days=env_int("REMEMBER_DAYS", 14))
     PERMANENT_SESSION_LIFETIME = timedelta(hours=env_int("SESSION_HOURS", 12))
 
+    # Werkzeug's default (scrypt); tests use a cheap method so fixtures stay fast.
+    PASSWORD_HASH_METHOD = "scrypt"
+
     WTF_CSRF_ENABLED = True
     WTF_CSRF_TIME_LIMIT = None  # tied to the session; agents keep a tab open all day
 
@@ -105,6 +108,7 @@ class TestingConfig(Config):
     SECRET_KEY = "testing-secret-key"
     SQLALCHEMY_DATABASE_URI = env_str("TEST_DATABASE_URL", "sqlite://")
     RATELIMIT_STORAGE_URI = "memory://"
+    PASSWORD_HASH_METHOD = "pbkdf2:sha256:1000"
     SIMULATOR_ENABLED = False
     LOG_LEVEL = "WARNING"
 

@@ -6,6 +6,7 @@ import click
 import sqlalchemy as sa
 from flask import Flask, current_app
 from flask.cli import AppGroup
+from flask_babel import force_locale
 from sqlalchemy.orm.attributes import flag_modified
 
 from app import secretbox
@@ -47,6 +48,12 @@ def serve_command(host, port):
     )
 
 
+def _cli_error(exc: services.ValidationError) -> click.ClickException:
+    # Operators read the command line in English, whatever the UI's default language.
+    with force_locale("en"):
+        return click.ClickException(f"{exc.field}: {exc.message}")
+
+
 def _shops_by_ref(refs: tuple[str, ...]) -> list[Shop]:
     found = []
     for ref in refs:
@@ -79,7 +86,7 @@ def create_user_command(username, display_name, role, shop_refs, capacity, langu
             language=language,
         )
     except services.ValidationError as exc:
-        raise click.ClickException(f"{exc.field}: {exc.message}") from None
+        raise _cli_error(exc) from None
     db.session.commit()
     click.echo(f"created {user.role.value} {user.username} (id {user.id}) serving {[s.name for s in user.shops]}")
 
@@ -115,7 +122,7 @@ def add_shop_command(name, appid, app_secret, push_token, encoding_aes_key, api_
             )
         )
     except services.ValidationError as exc:
-        raise click.ClickException(f"{exc.field}: {exc.message}") from None
+        raise _cli_error(exc) from None
     db.session.commit()
     click.echo(f"added shop {shop.name} (id {shop.id}); push URL path: /webhooks/{shop.webhook_key}")
 

@@ -60,6 +60,22 @@ def init_app(app: Flask) -> None:
             response.headers.setdefault("Cache-Control", "no-store")
         return response
 
+    @app.get("/healthz")
+    def healthz():
+        """Liveness and database reachability for load balancers and `make run` users."""
+        from sqlalchemy import text
+
+        from app.extensions import db
+
+        try:
+            db.session.execute(text("SELECT 1"))
+            database = "ok"
+        except Exception as exc:
+            app.logger.warning("health check: database unreachable: %s", exc)
+            database = "unreachable"
+        status = 200 if database == "ok" else 503
+        return jsonify(status="ok" if status == 200 else "degraded", database=database), status
+
     @app.errorhandler(CSRFError)
     def _csrf_error(exc: CSRFError):
         message = _("Your form expired or came from another site. Reload the page and try again.")

@@ -136,7 +136,7 @@ def fill_shop(shop: Shop, tag: str, agent: User) -> ShopData:
             ),
         ]
     )
-    order_id = f"37{abs(hash(tag)) % 10**16:016d}"
+    order_id = f"3705{ord(tag):014d}"
     order = Order(
         shop_id=shop.id,
         order_id=order_id,

@@ -6,9 +6,8 @@ Connections are refused unless the Flask session belongs to an active user; a co
 
 from __future__ import annotations
 
-from flask import request
 from flask_login import current_user
-from flask_socketio import ConnectionRefusedError, Namespace, join_room
+from flask_socketio import ConnectionRefusedError, Namespace, emit, join_room
 
 from app import tenancy
 from app.auth.access import shop_ids_for
@@ -40,7 +39,7 @@ class DeskNamespace(Namespace):
         join_room(user_room(current_user.id))
         for shop_id in shop_ids:
             join_room(shop_room(shop_id))
-        self.emit("hello", {"user_id": current_user.id, "shop_ids": shop_ids}, to=request.sid)
+        emit("hello", {"user_id": current_user.id, "shop_ids": shop_ids})
         db.session.remove()
 
     def on_disconnect(self, reason=None):

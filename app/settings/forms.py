@@ -4,6 +4,7 @@ from wtforms import (
     BooleanField,
     IntegerField,
     PasswordField,
+    SelectChoice,
     SelectField,
     SelectMultipleField,
     StringField,
@@ -15,19 +16,19 @@ from wtforms.widgets import CheckboxInput, ListWidget
 from app.models import Role
 
 ROLE_CHOICES = [
-    (Role.AGENT.value, _l("Agent")),
-    (Role.SUPERVISOR.value, _l("Supervisor")),
-    (Role.ADMIN.value, _l("Admin")),
+    SelectChoice(Role.AGENT.value, _l("Agent")),
+    SelectChoice(Role.SUPERVISOR.value, _l("Supervisor")),
+    SelectChoice(Role.ADMIN.value, _l("Admin")),
 ]
-LANGUAGE_CHOICES = [("zh_CN", "简体中文"), ("en", "English")]
+LANGUAGE_CHOICES = [SelectChoice("zh_CN", "简体中文"), SelectChoice("en", "English")]
 TIMEZONE_CHOICES = [
-    ("Asia/Shanghai", "Asia/Shanghai (UTC+8)"),
-    ("Asia/Hong_Kong", "Asia/Hong_Kong (UTC+8)"),
-    ("Asia/Taipei", "Asia/Taipei (UTC+8)"),
-    ("Asia/Urumqi", "Asia/Urumqi (UTC+6)"),
-    ("Asia/Tokyo", "Asia/Tokyo (UTC+9)"),
-    ("Asia/Singapore", "Asia/Singapore (UTC+8)"),
-    ("UTC", "UTC"),
+    SelectChoice("Asia/Shanghai", "Asia/Shanghai (UTC+8)"),
+    SelectChoice("Asia/Hong_Kong", "Asia/Hong_Kong (UTC+8)"),
+    SelectChoice("Asia/Taipei", "Asia/Taipei (UTC+8)"),
+    SelectChoice("Asia/Urumqi", "Asia/Urumqi (UTC+6)"),
+    SelectChoice("Asia/Tokyo", "Asia/Tokyo (UTC+9)"),
+    SelectChoice("Asia/Singapore", "Asia/Singapore (UTC+8)"),
+    SelectChoice("UTC", "UTC"),
 ]
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
-from flask_login import current_user, login_required
+from flask_login import current_user, login_required, login_user
+from wtforms import SelectChoice
 
 from app import audit
 from app.auth.access import accessible_shops, admin_required, supervisor_required
@@ -45,10 +46,9 @@ def change_password():
             services.set_password(current_user, password_form.new_password.data)
             audit.record("user.password_changed", subject_kind="user", subject_id=str(current_user.id))
             db.session.commit()
-            # The session version changed: sign this session in again with the new one.
-            from flask_login import login_user
-
-            login_user(current_user)
+            # The session version changed: sign this session in again with the new one
+            # (the real object: storing the current_user proxy itself would recurse).
+            login_user(current_user._get_current_object())
             flash(_("Password changed. Other sessions were signed out."), "success")
             return redirect(url_for("settings.profile"))
     return render_template("settings/profile.html", form=form, password_form=password_form), 400
@@ -151,7 +151,7 @@ def users():
 
 
 def _shop_choices(form: UserForm) -> None:
-    form.shops.choices = [(s.id, s.name) for s in accessible_shops()]
+    form.shops.choices = [SelectChoice(s.id, s.name) for s in accessible_shops()]
 
 
 def _selected_shops(form: UserForm) -> list[Shop]:

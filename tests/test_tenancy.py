@@ -1,0 +1,235 @@
+"""Shop access: a user of shop A never sees or changes shop B, on any route, socket or query."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from app import tenancy
+from app.extensions import db, socketio
+from app.models import (
+    AfterSale,
+    AuditLog,
+    Conversation,
+    Message,
+    MessageDirection,
+    Order,
+    RuleDecision,
+    SenderKind,
+    Shop,
+)
+
+# Every endpoint of the app and how its shop access is tested. A new route fails
+# test_every_route_is_classified until it is added here (and so tested).
+PUBLIC = "public"  # no shop data at all
+SELF = "self"  # about the signed-in user only
+LIST = "list"  # shows data of many shops: must show only the user's
+DETAIL = "detail"  # one shop-bound object by id: another shop's id is 404
+ADMIN = "admin"  # admins only (403 for everyone else)
+
+ROUTES: dict[str, tuple[str, str | None]] = {
+    "static": (PUBLIC, None),
+    "healthz": (PUBLIC, None),
+    "auth.login": (PUBLIC, None),
+    "auth.logout": (SELF, None),
+    "settings.profile": (SELF, None),
+    "settings.change_password": (SELF, None),
+    "settings.set_language": (SELF, None),
+    "desk.console": (LIST, "/?view=all"),
+    "orders.queue": (LIST, "/after-sales/?show=all"),
+    "rules.index": (LIST, "/rules/"),
+    "returns.index": (LIST, "/return-addresses/"),
+    "sla.index": (LIST, "/sla/"),
+    "settings.shops": (LIST, "/settings/shops"),
+    "desk.conversation": (DETAIL, "/conversations/{conversation_id}"),
+    "settings.shop": (DETAIL, "/settings/shops/{shop_id}"),
+    "settings.new_shop": (ADMIN, "/settings/shops/new"),
+    "settings.users": (ADMIN, "/settings/users"),
+    "settings.new_user": (ADMIN, "/settings/users/new"),
+    "settings.user": (ADMIN, "/settings/users/{user_id}"),
+}
+
+# Pages that only supervisors and admins open; the others are for agents too.
+SUPERVISOR_PAGES = {"rules.index", "returns.index", "sla.index", "settings.shops", "settings.shop"}
+
+
+def test_every_route_is_classified(app):
+    endpoints = {rule.endpoint for rule in app.url_map.iter_rules()}
+    assert endpoints == set(ROUTES), "classify new routes in ROUTES so their shop access is tested"
+
+
+def _methods(app, endpoint: str) -> set[str]:
+    return {m for rule in app.url_map.iter_rules(endpoint) for m in rule.methods}
+
+
+def _viewer(endpoint: str, shop: str) -> str:
+    role = "supervisor" if endpoint in SUPERVISOR_PAGES else "agent"
+    return f"{role}_{shop}"
+
+
+@pytest.mark.parametrize("endpoint", [e for e, (kind, _) in ROUTES.items() if kind == LIST])
+def test_list_pages_show_only_the_users_shops(endpoint, world, login):
+    path = ROUTES[endpoint][1]
+    for mine, theirs in ((world.a, world.b), (world.b, world.a)):
+        viewer = _viewer(endpoint, "a" if mine is world.a else "b")
+        html = login(viewer).get(path).get_data(as_text=True)
+        assert any(marker in html for marker in mine.markers), f"{endpoint}: {viewer} should see own shop data"
+        leaked = [marker for marker in theirs.markers if marker in html]
+        assert not leaked, f"{endpoint}: {viewer} sees another shop's data: {leaked}"
+
+
+@pytest.mark.parametrize("endpoint", ["desk.console", "orders.queue"])
+def test_shop_filter_cannot_reach_another_shop(endpoint, world, login):
+    path = ROUTES[endpoint][1]
+    html = login("agent_a").get(f"{path}&shop={world.b.shop_id}").get_data(as_text=True)
+    assert not [m for m in world.b.markers if m in html]
+
+
+@pytest.mark.parametrize("endpoint", [e for e, (kind, _) in ROUTES.items() if kind == DETAIL])
+def test_detail_pages_of_another_shop_are_not_found(endpoint, app, world, login):
+    template = ROUTES[endpoint][1]
+    for viewer_shop, target in (("a", world.b), ("b", world.a)):
+        client = login(_viewer(endpoint, viewer_shop))
+        path = template.format(conversation_id=target.conversation_id, shop_id=target.shop_id)
+        assert client.get(path).status_code == 404
+        if "POST" in _methods(app, endpoint):
+            assert client.post(path, data={"name": "hijack"}).status_code in (403, 404)
+    own = template.format(conversation_id=world.a.conversation_id, shop_id=world.a.shop_id)
+    assert login(_viewer(endpoint, "a")).get(own).status_code == 200
+
+
+@pytest.mark.parametrize("endpoint", [e for e, (kind, _) in ROUTES.items() if kind == ADMIN])
+def test_admin_pages_refuse_everyone_else(endpoint, app, world, login):
+    path = ROUTES[endpoint][1].format(user_id=world.users["agent_b"])
+    for username in ("agent_a", "supervisor_a"):
+        client = login(username)
+        assert client.get(path).status_code == 403
+        if "POST" in _methods(app, endpoint):
+            assert client.post(path, data={"username": "x"}).status_code == 403
+    assert login("admin").get(path).status_code == 200
+
+
+def test_admin_sees_every_shop(world, login):
+    client = login("admin")
+    for path in ("/?view=all", "/after-sales/?show=all", "/rules/", "/return-addresses/", "/settings/shops"):
+        html = client.get(path).get_data(as_text=True)
+        assert world.a.name in html or world.a.nickname in html
+        assert world.b.name in html or world.b.nickname in html
+
+
+def test_user_without_shops_sees_nothing(app, world, login):
+    from tests.factories import make_user
+
+    with app.app_context():
+        make_user("lonely")
+        db.session.commit()
+    client = login("lonely")
+    for path in ("/?view=all", "/after-sales/?show=all"):
+        html = client.get(path).get_data(as_text=True)
+        assert not [m for m in world.a.markers + world.b.markers if m in html]
+
+
+def test_deactivated_shop_leaves_the_scope(app, world, login):
+    with app.app_context():
+        db.session.get(Shop, world.a.shop_id).is_active = False
+        db.session.commit()
+    client = login("agent_a")
+    assert client.get(f"/conversations/{world.a.conversation_id}").status_code == 404
+
+
+def test_anonymous_requests_are_sent_to_sign_in(world, client):
+    for endpoint, (kind, path) in ROUTES.items():
+        if kind in (PUBLIC, SELF) or path is None:
+            continue
+        path = path.format(conversation_id=world.a.conversation_id, shop_id=world.a.shop_id, user_id=1)
+        response = client.get(path)
+        assert response.status_code == 302 and "/login" in response.headers["Location"], endpoint
+
+
+# --- The mechanism itself, below the routes ---------------------------------------------------
+
+
+@pytest.fixture
+def scoped_a(app, world):
+    """An app context whose session may see shop A only."""
+    with app.app_context():
+        tenancy.set_scope(db.session(), {world.a.shop_id})
+        yield world
+        db.session.rollback()
+        db.session.remove()
+
+
+def test_select_get_and_aggregates_are_scoped(scoped_a):
+    world = scoped_a
+    assert {o.shop_id for o in db.session.scalars(sa.select(Order))} == {world.a.shop_id}
+    assert db.session.get(Order, world.b.order_pk) is None
+    assert db.session.get(Shop, world.b.shop_id) is None
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Conversation)) == 1
+    assert db.session.scalar(sa.select(sa.func.count(RuleDecision.id))) == 1
+    joined = db.session.execute(
+        sa.select(Order.order_id, AfterSale.after_sale_order_id).join(AfterSale, AfterSale.order_id == Order.order_id)
+    ).all()
+    assert joined == [(world.a.order_id, world.a.after_sale_order_id)]
+    # Relationship loads follow the scope of the statement that loaded their parent.
+    order = db.session.get(Order, world.a.order_pk)
+    assert [item.shop_id for item in order.items] == [world.a.shop_id]
+
+
+def test_bulk_update_and_delete_are_scoped(app, scoped_a):
+    world = scoped_a
+    db.session.execute(sa.update(Order).values(status=250))
+    db.session.execute(sa.delete(AuditLog))
+    db.session.commit()
+    with tenancy.system_scope(db.session()):
+        statuses = dict(db.session.execute(sa.select(Order.shop_id, Order.status)).all())
+        audit_shops = set(db.session.scalars(sa.select(AuditLog.shop_id)))
+    assert statuses == {world.a.shop_id: 250, world.b.shop_id: 20}
+    assert audit_shops == {world.b.shop_id}
+
+
+def test_writes_to_another_shop_are_refused(scoped_a):
+    world = scoped_a
+    db.session.add(
+        Message(
+            shop_id=world.b.shop_id,
+            conversation_id=world.b.conversation_id,
+            direction=MessageDirection.INTERNAL,
+            sender_kind=SenderKind.SYSTEM,
+            text="planted",
+        )
+    )
+    with pytest.raises(tenancy.TenantViolation):
+        db.session.flush()
+
+
+def test_creating_shops_needs_the_unrestricted_scope(scoped_a):
+    from tests.factories import make_shop
+
+    with pytest.raises(tenancy.TenantViolation):
+        make_shop("new shop")
+
+
+def test_system_scope_sees_everything_and_restores(scoped_a):
+    world = scoped_a
+    with tenancy.system_scope(db.session()):
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Order)) == 2
+    assert tenancy.get_scope(db.session()) == frozenset({world.a.shop_id})
+
+
+# --- Socket.IO ------------------------------------------------------------------------------------
+
+
+def test_socket_refuses_anonymous_connections(app, world, client):
+    sio = socketio.test_client(app, namespace="/desk", flask_test_client=client)
+    assert not sio.is_connected("/desk")
+    default = socketio.test_client(app, flask_test_client=client)
+    assert not default.is_connected("/")
+
+
+def test_socket_joins_only_the_users_shop_rooms(app, world, login):
+    for username, expected in (("agent_a", [world.a.shop_id]), ("agent_b", [world.b.shop_id])):
+        sio = socketio.test_client(app, namespace="/desk", flask_test_client=login(username))
+        assert sio.is_connected("/desk")
+        hello = [m for m in sio.get_received("/desk") if m["name"] == "hello"]
+        assert hello and hello[0]["args"][0]["shop_ids"] == expected
+        sio.disconnect(namespace="/desk")
