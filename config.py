@@ -85,9 +85,6 @@ class Config:
     RATELIMIT_ENABLED = True
     RATELIMIT_HEADERS_ENABLED = False
 
-    # Mounts the platform simulator under /sim in this process (demo and tests).
-    SIMULATOR_ENABLED = env_bool("SIMULATOR_ENABLED", False)
-
     LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 
     @classmethod
@@ -99,17 +96,15 @@ class DevelopmentConfig(Config):
     ENV_NAME = "development"
     # A fixed key is acceptable only on a developer's own machine: sessions survive restarts.
     SECRET_KEY = env_str("SECRET_KEY", "dev-only-not-secret-change-me")
-    SIMULATOR_ENABLED = env_bool("SIMULATOR_ENABLED", True)
 
 
 class TestingConfig(Config):
     ENV_NAME = "testing"
     TESTING = True
     SECRET_KEY = "testing-secret-key"
-    SQLALCHEMY_DATABASE_URI = env_str("TEST_DATABASE_URL", "sqlite://")
+    SQLALCHEMY_DATABASE_URI = "sqlite://"  # tests/conftest.py picks the real one
     RATELIMIT_STORAGE_URI = "memory://"
     PASSWORD_HASH_METHOD = "pbkdf2:sha256:1000"
-    SIMULATOR_ENABLED = False
     LOG_LEVEL = "WARNING"
 
 

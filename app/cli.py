@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 import sqlalchemy as sa
 from flask import Flask, current_app
@@ -37,6 +39,8 @@ def serve_command(host, port):
     """
     from app.extensions import socketio
 
+    # Flask refuses app.run() inside its CLI (it expects `flask run`); this command is the server.
+    os.environ.pop("FLASK_RUN_FROM_CLI", None)
     click.echo(f"ChannelDesk on http://{host}:{port}/")
     socketio.run(
         current_app._get_current_object(),

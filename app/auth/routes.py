@@ -53,7 +53,7 @@ def login():
             audit.record("auth.login_failed", subject_kind="user", subject_id=username[:64])
             db.session.commit()
             flash(_("Wrong username or password."), "error")
-            return render_template("auth/login.html", form=form), 401
+            return render_template("auth/login.html", form=form)
         # A fresh session at sign-in: nothing planted before it survives (session fixation).
         language = session.get(LANG_SESSION_KEY)
         session.clear()
