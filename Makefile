@@ -60,7 +60,7 @@ test-postgres: install
 i18n-update: install
 	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext --no-location --sort-output \
 		--project ChannelDesk -o app/translations/messages.pot .
-	$(BIN)/pybabel update -i app/translations/messages.pot -d app/translations --no-location --width 100
+	$(BIN)/pybabel update -i app/translations/messages.pot -d app/translations --width 100 --ignore-obsolete
 
 # New Alembic revision from model changes: make migration m="add something"
 migration: install

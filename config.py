@@ -86,6 +86,9 @@ class Config:
     RATELIMIT_HEADERS_ENABLED = False
 
     LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+    # How many reverse proxies (nginx) stand in front: their X-Forwarded-* headers are trusted
+    # for that many hops, so rate limits and the audit log see the client's address, not the proxy's.
+    PROXY_FIX_HOPS = env_int("PROXY_FIX_HOPS", 0)
 
     @classmethod
     def validate(cls) -> None:

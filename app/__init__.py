@@ -25,12 +25,17 @@ def create_app(config: type[Config] | Config | None = None) -> Flask:
         instance_path=str(BASE_DIR / "instance"),
     )
     app.config.from_object(config)
+    if app.config["PROXY_FIX_HOPS"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = app.config["PROXY_FIX_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
     from app import secretbox
 
-    secretbox.configure(app.config.get("CREDENTIALS_KEYS"), app.config.get("SECRET_KEY"))
+    secretbox.init_app(app)
 
     _init_database(app)
     _init_web(app)

@@ -175,6 +175,8 @@ DEMO_PASSWORD_ENV = "DEMO_PASSWORD"
 )
 def seed_command(password):
     """Create the demo shop (pointing at the bundled simulator) and demo users, once."""
+    if current_app.config["ENV_NAME"] == "production":
+        raise click.ClickException("demo data has public credentials: refused in production")
     shop = db.session.scalar(sa.select(Shop).where(Shop.appid == DEMO_SHOP["appid"]))
     if shop is None:
         shop = services.create_shop(services.ShopInput(api_base_url=current_app.config["SIMULATOR_URL"], **DEMO_SHOP))

@@ -7,6 +7,7 @@ zone (default Asia/Shanghai), never the server's.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -75,21 +76,21 @@ def format_yuan(fen: int | None) -> str:
     return f"{sign}¥{yuan:,}.{cents:02d}"
 
 
+_AMOUNT = re.compile(r"^(-)?[¥￥]?(\d{1,3}(?:,\d{3})+|\d+)?(?:\.(\d{1,2}))?$", re.ASCII)
+
+
 def parse_yuan(text: str) -> int:
-    """A yuan amount typed by a person ("12", "12.5", "12.50") to integer fen, exactly."""
-    cleaned = text.strip().replace(",", "").lstrip("¥￥")
-    if not cleaned:
-        raise ValueError("empty amount")
-    negative = cleaned.startswith("-")
-    if negative:
-        cleaned = cleaned[1:]
-    whole, _, frac = cleaned.partition(".")
-    if not whole.isdigit() and not (whole == "" and frac):
+    """A yuan amount typed by a person ("12", "12.5", "1,234.50", "-3") to integer fen, exactly.
+
+    Thousands separators must group by three (so a decimal comma like "12,5" is refused, not read
+    as 125 yuan); digits are ASCII only.
+    """
+    match = _AMOUNT.match(text.strip())
+    if not match or not (match.group(2) or match.group(3)):
         raise ValueError(f"not an amount: {text!r}")
-    if frac and (not frac.isdigit() or len(frac) > 2):
-        raise ValueError(f"at most two decimals: {text!r}")
-    fen = int(whole or "0") * 100 + int((frac + "00")[:2])
-    return -fen if negative else fen
+    sign, whole, frac = match.groups()
+    fen = int((whole or "0").replace(",", "")) * 100 + int((frac or "").ljust(2, "0"))
+    return -fen if sign else fen
 
 
 def utc_now() -> datetime:

@@ -1,7 +1,8 @@
 """Encryption of shop credentials at rest (AppSecret, push Token, EncodingAESKey).
 
-A MultiFernet key ring: the first key encrypts, every key decrypts, so keys rotate without
-downtime (`flask shops rekey` re-encrypts every row with the newest key).
+A MultiFernet key ring per app: the first key encrypts, every key decrypts, so keys rotate without
+downtime (`flask shops rekey` re-encrypts every row with the newest key). The ring lives in
+``app.extensions`` so two apps in one process (tests, tools) never read each other's keys.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import base64
 import hashlib
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from flask import Flask, current_app
 
-_ring: MultiFernet | None = None
+EXTENSION_KEY = "channeldesk.secretbox"
 
 
 class CredentialsKeyError(RuntimeError):
@@ -24,38 +26,36 @@ def derive_key(secret_key: str) -> bytes:
     return base64.urlsafe_b64encode(digest)
 
 
-def configure(keys: str | None, secret_key: str | None) -> None:
-    global _ring
+def init_app(app: Flask) -> None:
+    """Build the app's key ring from CREDENTIALS_KEYS, else from SECRET_KEY."""
+    keys = app.config.get("CREDENTIALS_KEYS")
     if keys:
         fernets = [Fernet(k.strip().encode()) for k in keys.split(",") if k.strip()]
-    elif secret_key:
-        fernets = [Fernet(derive_key(secret_key))]
+    elif app.config.get("SECRET_KEY"):
+        fernets = [Fernet(derive_key(app.config["SECRET_KEY"]))]
     else:
         raise RuntimeError("no CREDENTIALS_KEYS and no SECRET_KEY: cannot protect shop credentials")
-    _ring = MultiFernet(fernets)
+    app.extensions[EXTENSION_KEY] = MultiFernet(fernets)
 
 
-def _require_ring() -> MultiFernet:
-    if _ring is None:
-        raise RuntimeError("secretbox.configure() was not called (create_app does it)")
-    return _ring
+def _ring() -> MultiFernet:
+    try:
+        return current_app.extensions[EXTENSION_KEY]
+    except KeyError:
+        raise RuntimeError("secretbox.init_app(app) was not called (create_app does it)") from None
 
 
 def encrypt(plaintext: str) -> str:
-    return _require_ring().encrypt(plaintext.encode()).decode()
+    return _ring().encrypt(plaintext.encode()).decode()
 
 
 def decrypt(token: str) -> str:
     try:
-        return _require_ring().decrypt(token.encode()).decode()
+        return _ring().decrypt(token.encode()).decode()
     except InvalidToken as exc:
         raise CredentialsKeyError(
             "a stored shop credential cannot be decrypted: CREDENTIALS_KEYS/SECRET_KEY changed?"
         ) from exc
-
-
-def rotate(token: str) -> str:
-    return _require_ring().rotate(token.encode()).decode()
 
 
 def mask(secret: str | None, keep: int = 4) -> str:

@@ -15,6 +15,10 @@ Every model that belongs to a shop derives from :class:`ShopScoped`, which adds 
 The web layer sets the scope once per request from the signed-in user (see app/auth/access.py), so a
 route cannot forget it: a query for another shop's row simply finds nothing (404). Code that must see
 across shops on behalf of the system (the webhook intake) says so with :func:`system_scope`.
+
+Rows loaded before a scope is set are evicted when it is set (``session.get`` would otherwise answer
+from the identity map without SQL). Core statements on shop tables and ORM INSERT statements are
+refused in a scoped session; raw ``text()`` SQL is outside the mechanism and not used in request code.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column, with_loader_criteria
+from sqlalchemy.sql.util import find_tables
 
 SCOPE_KEY = "channeldesk.shop_scope"
 
@@ -44,18 +49,49 @@ def get_scope(session: Session) -> frozenset[int] | None:
 
 
 def set_scope(session: Session, shop_ids: Iterable[int] | None) -> None:
-    session.info[SCOPE_KEY] = None if shop_ids is None else frozenset(shop_ids)
+    """Restrict (or, with None, free) the session, and evict already-loaded rows outside the scope.
+
+    Eviction matters because ``session.get`` answers from the identity map without SQL: a shop row
+    loaded before the scope was set (e.g. with the user's shop list) must not be found afterwards.
+    """
+    scope = None if shop_ids is None else frozenset(shop_ids)
+    session.info[SCOPE_KEY] = scope
+    if scope is not None:
+        _evict_outside(session, scope)
 
 
 @contextmanager
 def system_scope(session: Session) -> Iterator[None]:
-    """Run a block unrestricted (e.g. the webhook intake resolving a shop by its URL key)."""
+    """Run a block unrestricted (e.g. the webhook intake resolving a shop by its URL key).
+
+    On the way out, pending changes are flushed while still unrestricted and whatever the block
+    loaded outside the previous scope is evicted.
+    """
     previous = session.info.get(SCOPE_KEY)
     session.info[SCOPE_KEY] = None
     try:
         yield
+        session.flush()
     finally:
-        session.info[SCOPE_KEY] = previous
+        set_scope(session, previous)
+
+
+def _row_shop_id(obj) -> int | bool | None:
+    """The shop a loaded row belongs to, read without touching the database; False if not a tenant row."""
+    state = sa.inspect(obj)
+    if isinstance(obj, _state["shop_model"]):
+        return state.identity[0] if state.identity else None
+    if isinstance(obj, ShopScoped):
+        return state.dict.get("shop_id")  # None when expired: evicted, reloaded under the scope if needed
+    return False
+
+
+def _evict_outside(session: Session, scope: frozenset[int]) -> None:
+    for obj in list(session.identity_map.values()):
+        shop_id = _row_shop_id(obj)
+        # expunge() cascades (an order takes its items along): skip what already left.
+        if shop_id is not False and shop_id not in scope and obj in session:
+            session.expunge(obj)
 
 
 def install(shop_model: type) -> None:
@@ -68,12 +104,39 @@ def install(shop_model: type) -> None:
 
 
 _state: dict[str, type] = {}
+_tenant_tables: set[sa.Table] = set()
+
+
+def _tables_of_tenants() -> set[sa.Table]:
+    if not _tenant_tables:
+        shop_model = _state["shop_model"]
+        for mapper in shop_model.registry.mappers:
+            if issubclass(mapper.class_, ShopScoped) or mapper.class_ is shop_model:
+                _tenant_tables.update(mapper.tables)
+    return _tenant_tables
 
 
 def _scope_statement(state: ORMExecuteState) -> None:
     scope = get_scope(state.session)
     if scope is None:
         return
+    if not state.is_orm_statement:
+        # Core statements (select/insert/update/delete on Table objects) get no loader criteria:
+        # refuse them on tenant tables rather than let them cross shops. text() is not inspected.
+        touched = find_tables(
+            state.statement,
+            include_aliases=True,
+            include_joins=True,
+            include_selects=True,
+            include_crud=True,
+            check_columns=True,
+        )
+        if set(touched) & _tables_of_tenants():
+            raise TenantViolation("Core statement on a shop table in a scoped session: use ORM entities")
+        return
+    if state.is_insert:
+        # ORM bulk INSERT skips the flush guard; rows are added with session.add() in scoped code.
+        raise TenantViolation("ORM INSERT statement in a scoped session: add objects with session.add()")
     if not (state.is_select or state.is_update or state.is_delete):
         return
     # Column refreshes and relationship loads inherit the criteria from the statement that

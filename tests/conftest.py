@@ -66,6 +66,7 @@ def make_config(database_url: str, **overrides) -> type[TestingConfig]:
 @pytest.fixture(scope="session")
 def _app(database_url) -> Iterator[Flask]:
     app = create_app(make_config(database_url))
+    app.test_client_class = Client
     with app.app_context():
         from flask_migrate import upgrade
 
@@ -133,7 +134,6 @@ class Client(FlaskClient):
 
 @pytest.fixture
 def client(app) -> Client:
-    app.test_client_class = Client
     return app.test_client()
 
 
@@ -149,7 +149,6 @@ def login(app):
     """login("agent_a") -> a signed-in client."""
 
     def _login(username: str) -> Client:
-        app.test_client_class = Client
         client = app.test_client()
         client.login(username)
         return client

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import sqlalchemy as sa
 
 from app.extensions import db
@@ -27,10 +29,26 @@ def test_wrong_password_is_refused_and_audited(app, world, client):
     response = client.post("/login", data={"username": "agent_a", "password": "nope-nope"})
     assert response.status_code == 200
     assert "用户名或密码错误" in response.get_data(as_text=True)
+    client.post("/login", data={"username": "my-password-typed-here", "password": "x"})
     with app.app_context():
-        entry = db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "auth.login_failed"))
-        assert entry is not None and entry.subject_id == "agent_a"
-        assert "nope" not in str(entry.details)
+        entries = db.session.scalars(
+            sa.select(AuditLog).where(AuditLog.action == "auth.login_failed").order_by(AuditLog.id)
+        ).all()
+        assert entries[0].subject_id == str(world.users["agent_a"])
+        assert entries[1].subject_id is None and entries[1].details == {"unknown_account": True}
+        assert "my-password-typed-here" not in repr([(e.subject_id, e.details) for e in entries])
+
+
+def test_unknown_accounts_cost_a_password_check_too(world, client, monkeypatch):
+    """Without it, the answer time tells which usernames exist."""
+    import app.models.people as people
+
+    checks = []
+    real = people.check_password_hash
+    monkeypatch.setattr(people, "check_password_hash", lambda h, p: checks.append(h) or real(h, p))
+    client.post("/login", data={"username": "nobody-here", "password": "whatever-pw"})
+    client.post("/login", data={"username": "agent_a", "password": "whatever-pw"})
+    assert len(checks) == 2
 
 
 def test_inactive_user_cannot_sign_in(app, world, client):
@@ -81,6 +99,25 @@ def test_session_is_renewed_at_sign_in(world, client):
     with client.session_transaction() as session:
         assert "planted" not in session
         assert session.get("_user_id")
+
+
+def test_behind_a_proxy_the_client_address_is_recorded(database_url, world):
+    from app import create_app
+    from tests.conftest import make_config
+
+    proxied = create_app(make_config(database_url, PROXY_FIX_HOPS=1))
+    client = proxied.test_client()
+    html = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
+    client.post(
+        "/login",
+        data={"username": "nobody", "password": "x", "csrf_token": token},
+        headers={"X-Forwarded-For": "203.0.113.7"},
+    )
+    with proxied.app_context():
+        assert db.session.scalar(sa.select(AuditLog.ip).where(AuditLog.action == "auth.login_failed")) == "203.0.113.7"
+        db.session.remove()
+        db.engine.dispose()
 
 
 def test_failed_sign_ins_are_throttled_per_account(world, client):

@@ -102,6 +102,17 @@ def test_demo_seed_is_idempotent_and_points_at_the_simulator(app, client):
         client.post("/logout")
 
 
+def test_demo_seed_is_refused_in_production(database_url):
+    from app import create_app
+    from config import ProductionConfig
+
+    prod = create_app(
+        type("Prod", (ProductionConfig,), {"SECRET_KEY": "p" * 40, "SQLALCHEMY_DATABASE_URI": database_url})
+    )
+    result = prod.test_cli_runner().invoke(args=["demo", "seed"])
+    assert result.exit_code != 0 and "production" in result.output
+
+
 def test_rekey_moves_credentials_to_the_newest_key(app):
     from cryptography.fernet import Fernet
 
@@ -123,10 +134,13 @@ def test_rekey_moves_credentials_to_the_newest_key(app):
     old_key = secretbox.derive_key(app.config["SECRET_KEY"]).decode()
     new_key = Fernet.generate_key().decode()
     try:
-        secretbox.configure(f"{new_key},{old_key}", None)
+        app.config["CREDENTIALS_KEYS"] = f"{new_key},{old_key}"
+        secretbox.init_app(app)
         assert _run(app, "shops", "rekey").exit_code == 0
-        secretbox.configure(new_key, None)  # the old key is gone now
+        app.config["CREDENTIALS_KEYS"] = new_key  # the old key is gone now
+        secretbox.init_app(app)
         with app.app_context():
             assert db.session.scalar(sa.select(Shop)).app_secret == "rotate-me-please"
     finally:
-        secretbox.configure(None, app.config["SECRET_KEY"])
+        app.config["CREDENTIALS_KEYS"] = None
+        secretbox.init_app(app)

@@ -52,6 +52,19 @@ def test_chinese_catalog_is_complete_and_current(tmp_path):
     assert not missing, f"untranslated strings (run `make i18n-update` and translate): {missing}"
 
 
+def test_compiled_catalog_matches_the_source(tmp_path):
+    """The app reads the .mo that make compiles: it must carry every translation of the .po."""
+    from babel.messages.mofile import read_mo
+
+    mo_path = CATALOG.with_suffix(".mo")
+    assert mo_path.exists(), "catalogue not compiled: run `make translations`"
+    with CATALOG.open("rb") as fh:
+        po = {m.id: m.string for m in read_po(fh) if m.id}
+    with mo_path.open("rb") as fh:
+        mo = {m.id: m.string for m in read_mo(fh) if m.id}
+    assert mo == po, "stale .mo: run `make translations`"
+
+
 def test_sign_in_page_switches_language(client):
     assert "登录" in client.get("/login").get_data(as_text=True)
     html = client.get("/login?lang=en").get_data(as_text=True)
@@ -104,13 +117,26 @@ def test_money_refuses_floats():
 
 @pytest.mark.parametrize(
     ("text", "fen"),
-    [("12", 1200), ("12.5", 1250), ("12.50", 1250), ("0.01", 1), ("¥1,234.56", 123456), ("-3", -300), (".5", 50)],
+    [
+        ("12", 1200),
+        ("12.5", 1250),
+        ("12.50", 1250),
+        ("0.01", 1),
+        ("¥1,234.56", 123456),
+        ("-3", -300),
+        (".5", 50),
+        ("-¥5", -500),
+        ("1,234,567", 123456700),
+        (" 7 ", 700),
+    ],
 )
 def test_yuan_typed_by_a_person_to_fen(text, fen):
     assert parse_yuan(text) == fen
 
 
-@pytest.mark.parametrize("text", ["", "abc", "1.234", "1.2.3", "--1", "1e3"])
+@pytest.mark.parametrize(
+    "text", ["", "abc", "1.234", "1.2.3", "--1", "1e3", "12,5", "1,2", "12,34.5", "١٢", "¥-5", ".", "¥", "-"]
+)
 def test_bad_amounts_are_refused(text):
     with pytest.raises(ValueError):
         parse_yuan(text)

@@ -122,6 +122,47 @@ def test_user_form_errors(app, world, login):
     assert response.status_code == 400
 
 
+def test_usernames_are_case_insensitive_and_without_spaces(app, world, login):
+    admin = login("admin")
+    base = {"display_name": "x", "role": "agent", "capacity": "0", "language": "zh_CN", "is_active": "y"}
+    assert (
+        admin.post(
+            "/settings/users/new", data={**base, "username": "Mixed.Case", "password": "long-enough-pw"}
+        ).status_code
+        == 302
+    )
+    response = admin.post(f"/settings/users/{world.users['agent_a']}", data={**base, "username": "agent a"})
+    assert response.status_code == 400 and "不含空格" in response.get_data(as_text=True)
+    with app.app_context():
+        user = db.session.scalar(sa.select(User).where(User.username == "mixed.case"))
+        assert user is not None and user.capacity == 0, "capacity 0 (no new chats) is a valid setting"
+    app.test_client().login("MIXED.case", "long-enough-pw")
+
+
+def test_saving_a_user_keeps_their_deactivated_shops(app, world, login):
+    with app.app_context():
+        db.session.get(Shop, world.a.shop_id).is_active = False
+        db.session.commit()
+    admin = login("admin")
+    page = admin.get(f"/settings/users/{world.users['agent_a']}").get_data(as_text=True)
+    assert "（已停用）" in page
+    response = admin.post(
+        f"/settings/users/{world.users['agent_a']}",
+        data={
+            "username": "agent_a",
+            "display_name": "改名",
+            "role": "agent",
+            "capacity": "5",
+            "language": "zh_CN",
+            "shops": [str(world.a.shop_id)],
+            "is_active": "y",
+        },
+    )
+    assert response.status_code == 302
+    with app.app_context():
+        assert [s.id for s in db.session.get(User, world.users["agent_a"]).shops] == [world.a.shop_id]
+
+
 def test_admin_cannot_demote_or_deactivate_themselves(app, world, login):
     admin = login("admin")
     response = admin.post(

@@ -133,8 +133,9 @@ def test_deactivated_shop_leaves_the_scope(app, world, login):
     with app.app_context():
         db.session.get(Shop, world.a.shop_id).is_active = False
         db.session.commit()
-    client = login("agent_a")
-    assert client.get(f"/conversations/{world.a.conversation_id}").status_code == 404
+    assert login("agent_a").get(f"/conversations/{world.a.conversation_id}").status_code == 404
+    # The user's shop list is loaded before the scope is set: it must not answer session.get().
+    assert login("supervisor_a").get(f"/settings/shops/{world.a.shop_id}").status_code == 404
 
 
 def test_anonymous_requests_are_sent_to_sign_in(world, client):
@@ -200,6 +201,44 @@ def test_writes_to_another_shop_are_refused(scoped_a):
     )
     with pytest.raises(tenancy.TenantViolation):
         db.session.flush()
+
+
+def test_rows_loaded_before_the_scope_are_not_found_after_it(app, world):
+    with app.app_context():
+        session = db.session()
+        assert session.get(Shop, world.b.shop_id) is not None  # unrestricted: now in the identity map
+        tenancy.set_scope(session, {world.a.shop_id})
+        assert session.get(Shop, world.b.shop_id) is None
+        assert session.get(Order, world.b.order_pk) is None
+        with tenancy.system_scope(session):
+            order = session.get(Order, world.b.order_pk)
+            order.status = 30  # pending change made unrestricted
+        assert session.get(Order, world.b.order_pk) is None
+        session.commit()
+        tenancy.set_scope(session, None)
+        assert session.get(Order, world.b.order_pk).status == 30, "system-scope changes are kept"
+        db.session.remove()
+
+
+def test_statements_that_would_bypass_the_criteria_are_refused(scoped_a):
+    world = scoped_a
+    values = {
+        "shop_id": world.b.shop_id,
+        "conversation_id": world.b.conversation_id,
+        "direction": "internal",
+        "sender_kind": "system",
+        "msg_type": "note",
+        "delivery_state": "received",
+        "created_at": None,
+    }
+    with pytest.raises(tenancy.TenantViolation):
+        db.session.execute(sa.insert(Message).values(**{k: v for k, v in values.items() if v is not None}))
+    with pytest.raises(tenancy.TenantViolation):
+        db.session.execute(sa.select(Message.__table__))
+    with pytest.raises(tenancy.TenantViolation):
+        db.session.execute(sa.update(Order.__table__).values(status=250))
+    with pytest.raises(tenancy.TenantViolation):
+        db.session.execute(sa.select(sa.func.count()).select_from(Order.__table__))
 
 
 def test_creating_shops_needs_the_unrestricted_scope(scoped_a):

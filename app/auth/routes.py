@@ -15,6 +15,7 @@ from app.auth.forms import LoginForm
 from app.extensions import db, limiter
 from app.i18n import LANG_SESSION_KEY, utc_now
 from app.models import User
+from app.models.people import burn_password_check, normalize_username
 
 
 def _login_limit() -> str:
@@ -47,10 +48,18 @@ def login():
         return redirect(url_for("desk.console"))
     form = LoginForm()
     if form.validate_on_submit():
-        username = form.username.data.strip()
-        user = db.session.scalar(sa.select(User).where(sa.func.lower(User.username) == username.lower()))
-        if user is None or not user.is_active or not user.check_password(form.password.data):
-            audit.record("auth.login_failed", subject_kind="user", subject_id=username[:64])
+        username = normalize_username(form.username.data)
+        user = db.session.scalar(sa.select(User).where(User.username == username))
+        # Always verify a hash, so the answer takes as long for unknown or inactive accounts.
+        password_ok = user.check_password(form.password.data) if user else burn_password_check(form.password.data)
+        if user is None or not password_ok or not user.is_active:
+            # The typed name is recorded only when it is an account: people type passwords there too.
+            audit.record(
+                "auth.login_failed",
+                subject_kind="user",
+                subject_id=str(user.id) if user else None,
+                details=None if user else {"unknown_account": True},
+            )
             db.session.commit()
             flash(_("Wrong username or password."), "error")
             return render_template("auth/login.html", form=form)

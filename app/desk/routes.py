@@ -10,6 +10,7 @@ from app.auth.access import accessible_shops
 from app.desk import bp
 from app.extensions import db
 from app.models import Conversation, ConversationStatus, Customer, Message, Order
+from app.web import int_arg
 
 INBOX_VIEWS = ("mine", "unassigned", "all", "resolved")
 INBOX_PAGE_SIZE = 100
@@ -51,7 +52,7 @@ def _render_console(selected: Conversation | None):
     view = request.args.get("view", "mine" if selected is None else "all")
     if view not in INBOX_VIEWS:
         view = "mine"
-    shop_id = request.args.get("shop", type=int)
+    shop_id = int_arg("shop")
     search = (request.args.get("q") or "").strip()[:64] or None
     conversations = db.session.scalars(inbox_query(view, shop_id, search)).unique().all()
     messages, orders = [], []

@@ -30,12 +30,31 @@ user_shops = sa.Table(
 )
 
 MIN_PASSWORD_LENGTH = 8
+_dummy_hashes: dict[str, str] = {}
+
+
+def _hash_method() -> str:
+    return current_app.config.get("PASSWORD_HASH_METHOD", "scrypt") if has_app_context() else "scrypt"
+
+
+def normalize_username(username: str) -> str:
+    """Usernames are case-insensitive: stored and looked up in lower case."""
+    return username.strip().lower()
+
+
+def burn_password_check(password: str) -> bool:
+    """Spend the time of a real password check (for unknown accounts); always False."""
+    method = _hash_method()
+    if method not in _dummy_hashes:
+        _dummy_hashes[method] = generate_password_hash("channeldesk-dummy-password", method=method)
+    check_password_hash(_dummy_hashes[method], password)
+    return False
 
 
 class User(UserMixin, IdMixin, TimestampMixin, Base):
     __tablename__ = "users"
 
-    username: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    username: Mapped[str] = mapped_column(sa.String(64), unique=True)  # lower case (normalize_username)
     display_name: Mapped[str] = mapped_column(sa.String(100))
     password_hash: Mapped[str] = mapped_column(sa.String(255))
     role: Mapped[Role] = mapped_column(
@@ -55,8 +74,7 @@ class User(UserMixin, IdMixin, TimestampMixin, Base):
     def set_password(self, password: str) -> None:
         if len(password) < MIN_PASSWORD_LENGTH:
             raise ValueError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
-        method = current_app.config.get("PASSWORD_HASH_METHOD", "scrypt") if has_app_context() else "scrypt"
-        self.password_hash = generate_password_hash(password, method=method)
+        self.password_hash = generate_password_hash(password, method=_hash_method())
 
     def check_password(self, password: str) -> bool:
         return bool(self.password_hash) and check_password_hash(self.password_hash, password)

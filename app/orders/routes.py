@@ -11,6 +11,7 @@ from app.extensions import db
 from app.models import AfterSale, AfterSaleType
 from app.models.orders import OPEN_AFTER_SALE_STATUSES
 from app.orders import bp
+from app.web import int_arg
 
 PAGE_SIZE = 100
 
@@ -18,7 +19,7 @@ PAGE_SIZE = 100
 @bp.route("/")
 @login_required
 def queue():
-    shop_id = request.args.get("shop", type=int)
+    shop_id = int_arg("shop")
     kind = request.args.get("type")
     show = request.args.get("show", "open")
     stmt = sa.select(AfterSale)
@@ -34,7 +35,7 @@ def queue():
         stmt = stmt.where(AfterSale.type == kind)
     else:
         kind = None
-    page = max(request.args.get("page", 1, type=int), 1)
+    page = int_arg("page", default=1, high=10_000)
     rows = db.session.scalars(stmt.limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE)).all()
     shops = accessible_shops()
     return render_template(

@@ -10,7 +10,7 @@ from wtforms import (
     StringField,
     SubmitField,
 )
-from wtforms.validators import URL, DataRequired, EqualTo, Length, NumberRange, Optional
+from wtforms.validators import URL, DataRequired, EqualTo, InputRequired, Length, NumberRange, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from app.models import Role
@@ -78,7 +78,7 @@ class UserForm(FlaskForm):
     password = PasswordField(_l("Password"), validators=[Optional(), Length(min=8, max=256)])
     role = SelectField(_l("Role"), choices=ROLE_CHOICES, default=Role.AGENT.value)
     capacity = IntegerField(
-        _l("Capacity (open conversations)"), default=10, validators=[DataRequired(), NumberRange(min=0, max=200)]
+        _l("Capacity (open conversations)"), default=10, validators=[InputRequired(), NumberRange(min=0, max=200)]
     )
     language = SelectField(_l("Language"), choices=LANGUAGE_CHOICES)
     shops = MultiCheckboxField(_l("Shops served"), coerce=int)

@@ -150,13 +150,20 @@ def users():
     return render_template("settings/users.html", users=rows)
 
 
+def _all_shops() -> list[Shop]:
+    # Admin pages: every shop, deactivated ones too, so saving a user never drops an assignment.
+    return db.session.scalars(sa.select(Shop).order_by(Shop.name, Shop.id)).all()
+
+
 def _shop_choices(form: UserForm) -> None:
-    form.shops.choices = [SelectChoice(s.id, s.name) for s in accessible_shops()]
+    form.shops.choices = [
+        SelectChoice(s.id, s.name if s.is_active else _("%(name)s (inactive)", name=s.name)) for s in _all_shops()
+    ]
 
 
 def _selected_shops(form: UserForm) -> list[Shop]:
     ids = set(form.shops.data or [])
-    return [s for s in accessible_shops() if s.id in ids]
+    return [s for s in _all_shops() if s.id in ids]
 
 
 @bp.route("/users/new", methods=["GET", "POST"])
@@ -202,14 +209,7 @@ def user(user_id: int):
         try:
             if user.id == current_user.id and (form.role.data != Role.ADMIN.value or not form.is_active.data):
                 raise services.ValidationError("role", _("You cannot demote or deactivate yourself."))
-            clash = db.session.scalar(
-                sa.select(User.id).where(
-                    sa.func.lower(User.username) == form.username.data.strip().lower(), User.id != user.id
-                )
-            )
-            if clash is not None:
-                raise services.ValidationError("username", _("This username is taken."))
-            user.username = form.username.data.strip()
+            user.username = services.check_username(form.username.data, user_id=user.id)
             user.display_name = form.display_name.data.strip()
             user.role = Role(form.role.data)
             user.language = form.language.data

@@ -13,7 +13,7 @@ from flask_babel import lazy_gettext as _l
 
 from app.extensions import db
 from app.models import Role, Shop, User
-from app.models.people import MIN_PASSWORD_LENGTH
+from app.models.people import MIN_PASSWORD_LENGTH, normalize_username
 
 
 class ValidationError(ValueError):
@@ -90,6 +90,19 @@ def update_shop(shop: Shop, data: ShopInput) -> Shop:
     return shop
 
 
+def check_username(username: str, user_id: int | None = None) -> str:
+    """A valid, free username in its stored (lower-case) form."""
+    username = normalize_username(username)
+    if not username or len(username) > 64 or any(c.isspace() for c in username):
+        raise ValidationError("username", _l("1-64 characters without spaces."))
+    clash = sa.select(User.id).where(User.username == username)
+    if user_id is not None:
+        clash = clash.where(User.id != user_id)
+    if db.session.scalar(clash) is not None:
+        raise ValidationError("username", _l("This username is taken."))
+    return username
+
+
 def create_user(
     *,
     username: str,
@@ -100,11 +113,7 @@ def create_user(
     capacity: int = 10,
     language: str = "zh_CN",
 ) -> User:
-    username = username.strip()
-    if not username or len(username) > 64 or any(c.isspace() for c in username):
-        raise ValidationError("username", _l("1-64 characters without spaces."))
-    if db.session.scalar(sa.select(User.id).where(sa.func.lower(User.username) == username.lower())) is not None:
-        raise ValidationError("username", _l("This username is taken."))
+    username = check_username(username)
     user = User(username=username, display_name=display_name.strip() or username, role=role, language=language)
     set_capacity(user, capacity)
     set_password(user, password)
