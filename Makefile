@@ -27,6 +27,7 @@ translations: $(MO)
 %.mo: %.po | $(VENV)/.installed
 	$(BIN)/pybabel compile --statistics -i $< -o $@
 
+run: export SIMULATOR_URL ?= http://$(HOST):$(PORT)/sim
 run: install
 	$(FLASK) db upgrade
 	$(FLASK) demo seed

@@ -85,6 +85,36 @@ class Config:
     RATELIMIT_ENABLED = True
     RATELIMIT_HEADERS_ENABLED = False
 
+    # Platform client (app/platform/client.py).
+    PLATFORM_CONNECT_TIMEOUT = float(env_str("PLATFORM_CONNECT_TIMEOUT", "3.05"))
+    PLATFORM_READ_TIMEOUT = float(env_str("PLATFORM_READ_TIMEOUT", "10"))
+    PLATFORM_MAX_ATTEMPTS = env_int("PLATFORM_MAX_ATTEMPTS", 4)
+    PLATFORM_BACKOFF_BASE = float(env_str("PLATFORM_BACKOFF_BASE", "0.2"))
+    PLATFORM_RATE_LIMIT_WAIT_CAP = float(env_str("PLATFORM_RATE_LIMIT_WAIT_CAP", "10"))
+
+    # Pollers (app/ingest/pollers.py): how often, how far back on first run, how much overlap.
+    POLL_ORDERS_SECONDS = env_int("POLL_ORDERS_SECONDS", 60)
+    POLL_AFTER_SALES_SECONDS = env_int("POLL_AFTER_SALES_SECONDS", 60)
+    POLL_ADDRESSES_SECONDS = env_int("POLL_ADDRESSES_SECONDS", 600)
+    SYNC_OVERLAP_SECONDS = env_int("SYNC_OVERLAP_SECONDS", 120)
+    SYNC_INITIAL_DAYS = env_int("SYNC_INITIAL_DAYS", 7)
+    SYNC_SETTLE_SECONDS = env_int("SYNC_SETTLE_SECONDS", 2)
+    SYNC_MAX_SLICES_PER_RUN = env_int("SYNC_MAX_SLICES_PER_RUN", 60)
+    DETAIL_FETCH_CONCURRENCY = env_int("DETAIL_FETCH_CONCURRENCY", 8)
+    # Inbox (received pushes): attempts before an event is marked failed for an admin to see.
+    INBOX_MAX_ATTEMPTS = env_int("INBOX_MAX_ATTEMPTS", 8)
+    INBOX_RETRY_BASE_SECONDS = float(env_str("INBOX_RETRY_BASE_SECONDS", "2"))  # doubles per attempt, max 300
+    # Threads per process that handle received pushes (each fetches details from the platform).
+    INBOX_WORKER_THREADS = env_int("INBOX_WORKER_THREADS", 4)
+    # Start inbox workers in web processes (they wake on each received push). Off: only the
+    # scheduler process works the inbox, a second later.
+    INBOX_WORKERS_IN_WEB = env_bool("INBOX_WORKERS_IN_WEB", True)
+
+    # The bundled platform simulator, mounted under /sim (never in production).
+    SIMULATOR_ENABLED = False
+    # Demo traffic on the demo shop: a buyer every N seconds on average (0: none).
+    SIMULATOR_DEMO_TRAFFIC_SECONDS = env_int("SIMULATOR_DEMO_TRAFFIC_SECONDS", 45)
+
     LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
     # How many reverse proxies (nginx) stand in front: their X-Forwarded-* headers are trusted
     # for that many hops, so rate limits and the audit log see the client's address, not the proxy's.
@@ -99,6 +129,7 @@ class DevelopmentConfig(Config):
     ENV_NAME = "development"
     # A fixed key is acceptable only on a developer's own machine: sessions survive restarts.
     SECRET_KEY = env_str("SECRET_KEY", "dev-only-not-secret-change-me")
+    SIMULATOR_ENABLED = env_bool("SIMULATOR_ENABLED", True)
 
 
 class TestingConfig(Config):
@@ -108,6 +139,14 @@ class TestingConfig(Config):
     SQLALCHEMY_DATABASE_URI = "sqlite://"  # tests/conftest.py picks the real one
     RATELIMIT_STORAGE_URI = "memory://"
     PASSWORD_HASH_METHOD = "pbkdf2:sha256:1000"
+    # Fast failure paths against the simulator on loopback.
+    PLATFORM_READ_TIMEOUT = 1.0
+    PLATFORM_BACKOFF_BASE = 0.01
+    PLATFORM_RATE_LIMIT_WAIT_CAP = 0.05
+    SYNC_SETTLE_SECONDS = 0
+    SYNC_OVERLAP_SECONDS = 5
+    INBOX_WORKER_THREADS = 2
+    INBOX_RETRY_BASE_SECONDS = 0.05
     LOG_LEVEL = "WARNING"
 
 

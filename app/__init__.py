@@ -32,6 +32,7 @@ def create_app(config: type[Config] | Config | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
 
     from app import secretbox
 
@@ -104,3 +105,20 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(returns_bp, url_prefix="/return-addresses")
     app.register_blueprint(sla_bp, url_prefix="/sla")
     app.register_blueprint(settings_bp, url_prefix="/settings")
+    from app.ingest import bp as ingest_bp
+
+    app.register_blueprint(ingest_bp)
+    if app.config.get("SIMULATOR_ENABLED"):
+        _mount_simulator(app)
+
+
+def _mount_simulator(app: Flask) -> None:
+    """The bundled platform simulator under /sim (development and demo only; never in production)."""
+    from app.extensions import csrf
+    from app.platform.simulator import Simulator
+    from app.platform.simulator.api import bp as simulator_bp
+
+    if app.config["ENV_NAME"] == "production":
+        raise RuntimeError("the platform simulator must not run in production")
+    Simulator.create().mount(app, url_prefix="/sim")
+    csrf.exempt(simulator_bp)

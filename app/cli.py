@@ -26,6 +26,71 @@ def register(app: Flask) -> None:
     app.cli.add_command(shops_cli)
     app.cli.add_command(demo_cli)
     app.cli.add_command(serve_command)
+    app.cli.add_command(scheduler_command)
+    app.cli.add_command(simulator_cli)
+    app.cli.add_command(sync_command)
+
+
+@click.command("scheduler")
+def scheduler_command():
+    """Run the background jobs (pollers, inbox) in this process, in the foreground (production)."""
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    from app import scheduler
+    from app.ingest import worker
+
+    app = current_app._get_current_object()
+    worker.start_workers(app)
+    click.echo("scheduler running: pollers per shop, inbox workers")
+    scheduler.configure(app, BlockingScheduler(timezone="UTC")).start()
+
+
+@click.command("sync")
+@click.argument("kind", type=click.Choice(["orders", "after_sales", "addresses", "all"]))
+@click.option("--shop", "shop_refs", multiple=True, help="Shop id or appid (default: every active shop).")
+def sync_command(kind, shop_refs):
+    """Poll the platform now (what the scheduler does on its own) and print what was read."""
+    from app.ingest.pollers import SYNCS
+
+    shops = _shops_by_ref(shop_refs) if shop_refs else db.session.scalars(sa.select(Shop).where(Shop.is_active)).all()
+    for shop in shops:
+        for name in SYNCS if kind == "all" else [kind]:
+            result = SYNCS[name](shop)
+            state = "; ".join(result.errors) if result.errors else "ok"
+            click.echo(f"{shop.name} {name}: listed {result.listed}, changed {result.changed}, {state}")
+
+
+simulator_cli = AppGroup("simulator", help="The bundled platform simulator on a port of its own.")
+
+
+@simulator_cli.command("run")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5001, show_default=True, type=int)
+@click.option(
+    "--shop",
+    "shops",
+    multiple=True,
+    metavar="APPID:SECRET:TOKEN:AESKEY[:PUSH_URL]",
+    help="Register a shop (repeatable). PUSH_URL may contain ':'.",
+)
+@click.option("--burst", type=int, default=0, help="Play a livestream burst of N orders on every shop.")
+@click.option("--seconds", type=float, default=300.0, show_default=True, help="Duration of the burst.")
+def simulator_run_command(host, port, shops, burst, seconds):
+    """Serve the simulated platform (platform paths at the root, control API under /_sim)."""
+    from werkzeug.serving import run_simple
+
+    from app.platform.simulator import Simulator, create_simulator_app
+    from app.platform.simulator.scenario import Burst
+
+    simulator = Simulator.create()
+    for spec in shops:
+        appid, secret, token, aes_key, *rest = spec.split(":", 4)
+        sim_shop = simulator.platform.add_shop(appid, secret, token, aes_key, rest[0] if rest else None)
+        click.echo(f"simulating shop {appid} (pushes to {sim_shop.push_url or 'nowhere: polling only'})")
+        if burst:
+            Burst(simulator.platform, sim_shop, orders=burst, seconds=seconds).start()
+    click.echo(f"platform simulator on http://{host}:{port}/")
+    run_simple(host, port, create_simulator_app(simulator), threaded=True)
 
 
 @click.command("serve")
@@ -37,8 +102,11 @@ def serve_command(host, port):
     Production runs gunicorn (docs/deploy.md); this uses Werkzeug's threaded server, which speaks
     WebSocket through simple-websocket.
     """
+    from app import embedded
     from app.extensions import socketio
 
+    app = current_app._get_current_object()
+    embedded.start(app, host, port)
     # Flask refuses app.run() inside its CLI (it expects `flask run`); this command is the server.
     os.environ.pop("FLASK_RUN_FROM_CLI", None)
     click.echo(f"ChannelDesk on http://{host}:{port}/")

@@ -115,7 +115,7 @@ class Client(FlaskClient):
         if csrf:
             if self.csrf_token is None:
                 self.refresh_csrf()
-            if "json" in kwargs:
+            if "json" in kwargs or isinstance(kwargs.get("data"), str | bytes):
                 kwargs.setdefault("headers", {})["X-CSRFToken"] = self.csrf_token
             else:
                 data = dict(kwargs.pop("data", None) or {})

@@ -2,7 +2,15 @@
 
 from app.models.audit import AuditLog
 from app.models.chat import Conversation, ConversationStatus, Message, MessageDirection, QuickReply, SenderKind
-from app.models.integration import InboxEvent, InboxStatus, OutboxCall, OutboxStatus
+from app.models.integration import (
+    ApiBlock,
+    InboxEvent,
+    InboxStatus,
+    OutboxCall,
+    OutboxStatus,
+    PlatformToken,
+    SyncCursor,
+)
 from app.models.orders import AfterSale, AfterSaleStatus, AfterSaleType, Order, OrderItem, OrderStatus
 from app.models.people import Customer, CustomerTag, Role, User, user_shops
 from app.models.returns import AddressBinding, BindingScope, ReturnAddress
@@ -14,6 +22,7 @@ __all__ = [
     "AfterSale",
     "AfterSaleStatus",
     "AfterSaleType",
+    "ApiBlock",
     "AuditLog",
     "BindingScope",
     "Conversation",
@@ -29,6 +38,7 @@ __all__ = [
     "OrderStatus",
     "OutboxCall",
     "OutboxStatus",
+    "PlatformToken",
     "QuickReply",
     "ReturnAddress",
     "Role",
@@ -37,6 +47,7 @@ __all__ = [
     "RuleVersion",
     "SenderKind",
     "Shop",
+    "SyncCursor",
     "User",
     "user_shops",
 ]

@@ -76,3 +76,45 @@ class OutboxCall(ShopScoped, IdMixin, Base):
     created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None]
+
+
+class PlatformToken(Base):
+    """The shop's current access token, shared by every process (one row per shop)."""
+
+    __tablename__ = "platform_tokens"
+
+    shop_id: Mapped[int] = mapped_column(sa.ForeignKey("shops.id", ondelete="CASCADE"), primary_key=True)
+    access_token: Mapped[str] = mapped_column(sa.String(600))  # tokens can be up to 512 characters
+    expires_at: Mapped[datetime]
+    fetched_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When a forced refresh was last asked for (the platform allows one per 30 s, 20 a day).
+    forced_at: Mapped[datetime | None]
+
+
+class ApiBlock(ShopScoped, IdMixin, Base):
+    """An API the desk must not call for a while (daily quota reached, not authorised for this app)."""
+
+    __tablename__ = "api_blocks"
+    __table_args__ = (sa.UniqueConstraint("shop_id", "api"),)
+
+    api: Mapped[str] = mapped_column(sa.String(120))
+    errcode: Mapped[int]
+    errmsg: Mapped[str | None] = mapped_column(sa.Text)
+    blocked_until: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SyncCursor(ShopScoped, IdMixin, Base):
+    """How far a poller has read a shop's data (orders, after_sales, addresses), and its health."""
+
+    __tablename__ = "sync_cursors"
+    __table_args__ = (sa.UniqueConstraint("shop_id", "kind"),)
+
+    kind: Mapped[str] = mapped_column(sa.String(20))
+    # Everything updated before this instant has been read (the next run starts a little earlier).
+    synced_until: Mapped[datetime | None]
+    last_run_at: Mapped[datetime | None]
+    last_success_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    last_error_at: Mapped[datetime | None]
+    items_last_run: Mapped[int] = mapped_column(default=0)

@@ -1,0 +1,335 @@
+"""Store what the platform says: idempotent upserts of orders, after-sales, addresses and buyer messages.
+
+Rules that keep data single and current, whoever calls (push processing, pollers, several processes):
+- one row per platform id (unique constraints); a concurrent insert of the same id is caught and
+  turned into an update of the winner's row;
+- a detail older than the stored one (``update_time``) never overwrites it; with equal times, the
+  later status in the lifecycle wins (the platform's times have one-second resolution);
+- rows are locked while compared and written (``SELECT ... FOR UPDATE`` on PostgreSQL).
+Callers own the transaction (commit) and announce changes (app/events.py) after committing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from app.db import utcnow
+from app.extensions import db
+from app.models import (
+    AfterSale,
+    Conversation,
+    ConversationStatus,
+    Customer,
+    Message,
+    MessageDirection,
+    Order,
+    OrderItem,
+    ReturnAddress,
+    SenderKind,
+)
+from app.models.chat import DeliveryState
+
+# Lifecycle rank of after-sale statuses: with equal update_time, a higher rank is the newer state.
+AFTER_SALE_RANK = {
+    "MERCHANT_PROCESSING": 0,
+    "USER_WAIT_RETURN": 1,
+    "MERCHANT_WAIT_RECEIPT": 2,
+    "USER_WAIT_CONFIRM": 2,
+    "PLATFORM_REFUNDING": 3,
+    "PLATFORM_REFUND_FAIL": 3,
+    "MERCHANT_REFUND_RETRY_FAIL": 3,
+}
+TERMINAL_RANK = 4
+
+
+def from_unix(value: Any) -> datetime | None:
+    try:
+        seconds = int(value)
+    except (TypeError, ValueError):
+        return None
+    return datetime.fromtimestamp(seconds, UTC) if seconds > 0 else None
+
+
+def _locked(stmt: sa.Select) -> sa.Select:
+    """Row lock on PostgreSQL (SQLite serialises writers anyway). Only the selected entity's table is
+    locked (``FOR UPDATE OF``): eager joins (a conversation's customer) would otherwise be refused."""
+    if db.engine.dialect.name != "postgresql":
+        return stmt
+    return stmt.with_for_update(of=stmt.column_descriptions[0]["entity"])
+
+
+@dataclass
+class Upserted:
+    row: Any
+    created: bool
+    changed: bool
+
+
+def insert_or_get(model: type, values: dict[str, Any], lookup: sa.Select) -> tuple[Any, bool]:
+    """Insert a row unless one with the same unique key exists (a concurrent writer's); return the row.
+
+    ``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` on both SQLite and PostgreSQL: no exception, no
+    savepoint, the transaction carries on either way.
+    """
+    table = model.__table__
+    dialect_insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
+    stmt = dialect_insert(table).values(**values).on_conflict_do_nothing().returning(table.c.id)
+    new_id = db.session.execute(stmt).scalar()
+    return db.session.scalar(_locked(lookup)), new_id is not None
+
+
+def ensure_customer(shop_id: int, openid: str, unionid: str | None = None, nickname: str | None = None) -> Customer:
+    lookup = sa.select(Customer).where(Customer.shop_id == shop_id, Customer.openid == openid)
+    customer = db.session.scalar(lookup)
+    if customer is None:
+        customer, _ = insert_or_get(
+            Customer, {"shop_id": shop_id, "openid": openid, "unionid": unionid, "nickname": nickname}, lookup
+        )
+    if unionid and customer.unionid != unionid:
+        customer.unionid = unionid
+    if nickname and not customer.nickname:
+        customer.nickname = nickname
+    return customer
+
+
+# --- orders ---------------------------------------------------------------------------------------
+
+
+def _phone_tail(address: dict) -> str | None:
+    digits = "".join(c for c in str(address.get("tel_number", "")) if c.isdigit())
+    return digits[-4:] if len(digits) >= 4 else None
+
+
+def upsert_order(shop_id: int, detail: dict) -> Upserted:
+    order_id = str(detail["order_id"])
+    updated_at = from_unix(detail.get("update_time")) or from_unix(detail.get("create_time")) or utcnow()
+    status = int(detail.get("status", 0))
+    lookup = sa.select(Order).where(Order.shop_id == shop_id, Order.order_id == order_id)
+    order = db.session.scalar(_locked(lookup))
+    created = False
+    if order is None:
+        order, created = insert_or_get(
+            Order,
+            {
+                "shop_id": shop_id,
+                "order_id": order_id,
+                "status": status,
+                "openid": str(detail.get("openid", "")),
+                "platform_created_at": from_unix(detail.get("create_time")) or updated_at,
+                "platform_updated_at": updated_at,
+            },
+            lookup,
+        )
+        if not created and order.platform_updated_at > updated_at:
+            return Upserted(order, created=False, changed=False)
+    elif order.platform_updated_at > updated_at or (order.platform_updated_at == updated_at and order.status > status):
+        return Upserted(order, created=False, changed=False)  # stale: what we have is newer
+    changed = created or order.platform_updated_at != updated_at or order.status != status
+    _apply_order(order, detail, status, updated_at)
+    return Upserted(order, created=created, changed=changed)
+
+
+def _apply_order(order: Order, detail: dict, status: int, updated_at: datetime) -> None:
+    body = detail.get("order_detail") or {}
+    prices = body.get("price_info") or {}
+    delivery = body.get("delivery_info") or {}
+    address = delivery.get("address_info") or {}
+    order.status = status
+    order.platform_updated_at = updated_at
+    order.openid = str(detail.get("openid") or order.openid)
+    order.unionid = detail.get("unionid") or order.unionid
+    order.paid_at = from_unix((body.get("pay_info") or {}).get("pay_time"))
+    order.shipped_at = from_unix(delivery.get("ship_done_time"))
+    order.product_price_fen = int(prices.get("product_price") or 0)
+    order.order_price_fen = int(prices.get("order_price") or 0)
+    order.freight_fen = int(prices.get("freight") or 0)
+    order.discounted_price_fen = int(prices.get("discounted_price") or 0)
+    order.address = address or None
+    order.phone_tail = _phone_tail(address)
+    order.deliveries = delivery.get("delivery_product_info") or []
+    order.raw = detail
+    order.fetched_at = utcnow()
+    if order.customer_id is None and order.openid:
+        order.customer_id = ensure_customer(order.shop_id, order.openid, order.unionid).id
+    items = []
+    for info in body.get("product_infos") or []:
+        items.append(
+            OrderItem(
+                shop_id=order.shop_id,
+                product_id=str(info.get("product_id", "")),
+                sku_id=str(info.get("sku_id", "")),
+                sku_code=info.get("sku_code") or None,
+                title=str(info.get("title", ""))[:300],
+                thumb_img=info.get("thumb_img") or None,
+                sku_attrs=info.get("sku_attrs") or [],
+                quantity=int(info.get("sku_cnt") or 1),
+                sale_price_fen=int(info.get("sale_price") or 0),
+                real_price_fen=int(info.get("real_price") or 0),
+                on_aftersale_count=int(info.get("on_aftersale_sku_cnt") or 0),
+                finished_aftersale_count=int(info.get("finish_aftersale_sku_cnt") or 0),
+            )
+        )
+    order.items = items
+
+
+# --- after-sales ----------------------------------------------------------------------------------
+
+
+def _after_sale_rank(status: str) -> int:
+    return AFTER_SALE_RANK.get(status, TERMINAL_RANK)
+
+
+def upsert_after_sale(shop_id: int, detail: dict) -> Upserted:
+    after_sale_id = str(detail["after_sale_order_id"])
+    updated_at = from_unix(detail.get("update_time")) or from_unix(detail.get("create_time")) or utcnow()
+    status = str(detail.get("status", ""))
+    lookup = sa.select(AfterSale).where(AfterSale.shop_id == shop_id, AfterSale.after_sale_order_id == after_sale_id)
+    row = db.session.scalar(_locked(lookup))
+    created = False
+    if row is None:
+        row, created = insert_or_get(
+            AfterSale,
+            {
+                "shop_id": shop_id,
+                "after_sale_order_id": after_sale_id,
+                "order_id": str(detail.get("order_id", "")),
+                "openid": str(detail.get("openid", "")),
+                "type": str(detail.get("type", "")),
+                "status": status,
+                "platform_created_at": from_unix(detail.get("create_time")) or updated_at,
+                "platform_updated_at": updated_at,
+            },
+            lookup,
+        )
+        if not created and row.platform_updated_at > updated_at:
+            return Upserted(row, created=False, changed=False)
+    elif row.platform_updated_at > updated_at or (
+        row.platform_updated_at == updated_at and _after_sale_rank(row.status) > _after_sale_rank(status)
+    ):
+        return Upserted(row, created=False, changed=False)
+    changed = created or row.platform_updated_at != updated_at or row.status != status or row.type != detail.get("type")
+    product = detail.get("product_info") or {}
+    refund = detail.get("refund_info") or {}
+    returned = detail.get("return_info") or {}
+    details = detail.get("details") or {}
+    row.order_id = str(detail.get("order_id", row.order_id))
+    row.openid = str(detail.get("openid") or row.openid)
+    row.type = str(detail.get("type", row.type))
+    row.status = status
+    row.product_id = str(product["product_id"]) if product.get("product_id") else None
+    row.sku_id = str(product["sku_id"]) if product.get("sku_id") else None
+    row.count = int(product.get("count") or 1)
+    row.refund_amount_fen = int(refund.get("amount") or 0)
+    row.refund_reason = refund.get("refund_reason")
+    row.reason = detail.get("reason")
+    row.reason_text = detail.get("reason_text")
+    row.description = details.get("desc")
+    row.prove_imgs = details.get("prove_imgs") or []
+    row.return_waybill_id = returned.get("waybill_id")
+    row.return_delivery_name = returned.get("delivery_name")
+    deadline = int(detail.get("deadline") or 0)
+    row.deadline_at = utcnow() + timedelta(seconds=deadline) if deadline > 0 else None
+    row.platform_updated_at = updated_at
+    row.raw = detail
+    row.fetched_at = utcnow()
+    if row.customer_id is None and row.openid:
+        row.customer_id = ensure_customer(shop_id, row.openid, detail.get("unionid")).id
+    if row.order_pk is None:
+        row.order_pk = db.session.scalar(
+            sa.select(Order.id).where(Order.shop_id == shop_id, Order.order_id == row.order_id)
+        )
+    return Upserted(row, created=created, changed=changed)
+
+
+# --- return addresses -----------------------------------------------------------------------------
+
+
+def upsert_address(shop_id: int, detail: dict) -> ReturnAddress:
+    address_id = str(detail["address_id"])
+    lookup = sa.select(ReturnAddress).where(ReturnAddress.shop_id == shop_id, ReturnAddress.address_id == address_id)
+    row = db.session.scalar(lookup)
+    if row is None:
+        row, _ = insert_or_get(ReturnAddress, {"shop_id": shop_id, "address_id": address_id}, lookup)
+    info = detail.get("address_info") or {}
+    row.name = str(detail.get("name") or "")[:100]
+    row.contact_name = str(info.get("user_name") or "")[:100]
+    row.phone = str(info.get("tel_number") or "")[:32]
+    row.province = str(info.get("province_name") or "")[:50]
+    row.city = str(info.get("city_name") or "")[:50]
+    row.county = str(info.get("county_name") or "")[:50]
+    row.detail = str(info.get("detail_info") or "")[:300]
+    row.postal_code = info.get("postal_code") or None
+    row.landline = detail.get("landline") or None
+    row.is_return_address = bool(detail.get("recv_addr"))
+    row.is_send_address = bool(detail.get("send_addr"))
+    row.is_default_return = bool(detail.get("default_recv"))
+    row.is_default_send = bool(detail.get("default_send"))
+    row.deleted_on_platform = False
+    row.synced_at = utcnow()
+    return row
+
+
+# --- buyer messages -------------------------------------------------------------------------------
+
+
+@dataclass
+class StoredMessage:
+    message: Message
+    conversation: Conversation
+    created: bool
+    new_conversation: bool
+
+
+def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
+    """File a commkf_send_msg_to_kf push into the buyer's open conversation, once per msg_id."""
+    msg_id = str(payload["msg_id"])
+    existing = db.session.scalar(
+        sa.select(Message).where(Message.shop_id == shop_id, Message.platform_msg_id == msg_id)
+    )
+    if existing is not None:
+        conversation = db.session.get(Conversation, existing.conversation_id)
+        return StoredMessage(existing, conversation, created=False, new_conversation=False)
+    customer = ensure_customer(shop_id, str(payload["FromUserName"]))
+    open_lookup = sa.select(Conversation).where(
+        Conversation.customer_id == customer.id, Conversation.status == ConversationStatus.OPEN
+    )
+    conversation = db.session.scalar(_locked(open_lookup))
+    new_conversation = False
+    if conversation is None:
+        conversation, new_conversation = insert_or_get(
+            Conversation,
+            {"shop_id": shop_id, "customer_id": customer.id, "status": ConversationStatus.OPEN},
+            open_lookup,
+        )
+    msg_type = str(payload.get("msg_type") or "text")
+    body = payload.get(msg_type) if isinstance(payload.get(msg_type), dict) else None
+    now = utcnow()
+    message, created = insert_or_get(
+        Message,
+        {
+            "shop_id": shop_id,
+            "conversation_id": conversation.id,
+            "direction": MessageDirection.INBOUND,
+            "sender_kind": SenderKind.CUSTOMER,
+            "msg_type": msg_type,
+            "text": (body or {}).get("content") if msg_type == "text" else None,
+            "body": body,
+            "platform_msg_id": msg_id,
+            "delivery_state": DeliveryState.RECEIVED,
+            "platform_time": from_unix(payload.get("CreateTime")),
+            "created_at": now,
+        },
+        sa.select(Message).where(Message.shop_id == shop_id, Message.platform_msg_id == msg_id),
+    )
+    if created:
+        conversation.last_message_at = now
+        conversation.last_buyer_message_at = now
+        conversation.unread_count = (conversation.unread_count or 0) + 1
+        customer.last_seen_at = now
+    return StoredMessage(message, conversation, created=created, new_conversation=new_conversation and created)

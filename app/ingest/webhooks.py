@@ -1,0 +1,124 @@
+"""The push URL of each shop: ``/webhooks/<webhook_key>``.
+
+GET answers the platform's URL check. POST verifies ``msg_signature``, decrypts, checks that the
+message is addressed to this shop's appid, stores the event in the inbox (once, by dedupe key) and
+answers ``success`` right away; inbox workers process it afterwards. Anything wrong is refused with a
+4xx and a one-word reason (also logged), and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from flask import Response, current_app, request
+
+from app import tenancy
+from app.extensions import csrf, db
+from app.ingest import bp, inbox, worker
+from app.models import Shop
+from app.platform.client import ids_to_str
+from app.platform.crypto import PushCrypto, PushError, SignatureMismatch
+
+log = logging.getLogger(__name__)
+MAX_PUSH_BYTES = 256 * 1024
+CACHE_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class _Receiver:
+    shop_id: int
+    crypto: PushCrypto
+    expires: float
+
+
+_cache: dict[str, _Receiver] = {}
+_cache_lock = threading.Lock()
+
+
+def forget(webhook_key: str | None = None) -> None:
+    """Drop cached credentials (after a shop's settings change in this process)."""
+    with _cache_lock:
+        if webhook_key is None:
+            _cache.clear()
+        else:
+            _cache.pop(webhook_key, None)
+
+
+def _receiver(key: str) -> _Receiver | None:
+    now = time.monotonic()
+    cached = _cache.get(key)
+    if cached is not None and cached.expires > now:
+        return cached
+    session = db.session()
+    with tenancy.system_scope(session):
+        shop = session.scalar(sa.select(Shop).where(Shop.webhook_key == key, Shop.is_active))
+        if shop is None:
+            return None
+        receiver = _Receiver(
+            shop.id, PushCrypto(shop.push_token, shop.encoding_aes_key, shop.appid), now + CACHE_SECONDS
+        )
+    with _cache_lock:
+        _cache[key] = receiver
+    return receiver
+
+
+def _refuse(status: int, reason: str, key: str) -> Response:
+    log.warning("webhook %s…: refused %s (%s) from %s", key[:6], status, reason, request.remote_addr)
+    return Response(reason, status=status, mimetype="text/plain")
+
+
+@bp.route("/webhooks/<key>", methods=["GET", "POST"])
+@csrf.exempt
+def webhook(key: str):
+    if len(key) > 64:
+        return _refuse(404, "unknown_shop", key)
+    receiver = _receiver(key)
+    if receiver is None:
+        return _refuse(404, "unknown_shop", key)
+    args = request.args
+    if request.method == "GET":
+        try:
+            receiver.crypto.check_url(args.get("signature", ""), args.get("timestamp", ""), args.get("nonce", ""))
+        except SignatureMismatch:
+            return _refuse(403, "bad_signature", key)
+        return Response(args.get("echostr", ""), mimetype="text/plain")
+
+    if args.get("encrypt_type") != "aes":
+        return _refuse(400, "encrypted_mode_required", key)
+    if (request.content_length or 0) > MAX_PUSH_BYTES:
+        return _refuse(413, "too_large", key)
+    try:
+        envelope = json.loads(request.get_data(as_text=True))
+    except ValueError:
+        return _refuse(400, "body_not_json", key)
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("Encrypt"), str):
+        return _refuse(400, "no_encrypt_field", key)
+    try:
+        plaintext = receiver.crypto.decrypt_push(
+            envelope["Encrypt"], args.get("msg_signature", ""), args.get("timestamp", ""), args.get("nonce", "")
+        )
+    except PushError as exc:
+        return _refuse(
+            403 if isinstance(exc, SignatureMismatch) or exc.reason == "wrong_appid" else 400, exc.reason, key
+        )
+    try:
+        payload = json.loads(plaintext)
+    except ValueError:
+        return _refuse(400, "message_not_json", key)
+    if not isinstance(payload, dict) or not isinstance(payload.get("Event") or payload.get("MsgType"), str):
+        return _refuse(400, "not_an_event", key)
+
+    # Ids as strings from here on (order ids arrive as bare JSON numbers above 2^53).
+    payload = ids_to_str(payload)
+    session = db.session()
+    with tenancy.system_scope(session):
+        new = inbox.receive(receiver.shop_id, payload, plaintext)
+        session.commit()
+    if new:
+        worker.wake(current_app._get_current_object())
+    return Response("success", mimetype="text/plain")

@@ -1,0 +1,396 @@
+"""The platform client: the one module that knows the platform's URLs, tokens and error codes.
+
+Every call is ``POST <base><path>?access_token=TOKEN`` with a JSON body and answers ``errcode``/``errmsg``
+(../shared/docs/platform-api.md). What the client does with each error:
+
+| errcode                 | behaviour                                                                  |
+|-------------------------|----------------------------------------------------------------------------|
+| 0                       | return the body                                                            |
+| -1 (busy), HTTP 5xx,    | retry with exponential backoff and jitter, then ``PlatformUnavailable``    |
+| timeouts, resets        |                                                                            |
+| 45011 (minute quota)    | back off (to the next minute, bounded), then ``RateLimited``               |
+| 40001, 40014, 42001     | fetch a fresh token once, retry the call once, then ``TokenRejected``      |
+| 45009 (daily quota)     | record an ``ApiBlock`` until the shop's next day, raise ``QuotaExhausted`` |
+| 48001, 61007            | record an ``ApiBlock`` (setup problem), raise ``NotAuthorized``            |
+| 41001, 47001, 40097     | a bug or bad input: ``BadRequest``, never retried                          |
+| anything else           | ``BusinessError`` carrying errcode/errmsg (e.g. 10021059, 10021068)        |
+
+Tokens are cached in the database (``platform_tokens``), shared by every process: a token is reused
+until five minutes before it expires. Ids in responses are kept as strings.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import requests
+import sqlalchemy as sa
+from requests.adapters import HTTPAdapter
+from sqlalchemy.orm import Session
+
+from app.db import utcnow
+from app.models import ApiBlock, PlatformToken
+
+log = logging.getLogger(__name__)
+
+TOKEN_PATH = "/cgi-bin/stable_token"  # noqa: S105 - a URL path, not a secret
+TOKEN_ERRORS = frozenset({40001, 40014, 42001})
+BUSY = -1
+MINUTE_QUOTA = 45011
+DAILY_QUOTA = 45009
+NOT_AUTHORIZED = frozenset({48001, 61007})
+BAD_REQUEST = frozenset({41001, 47001, 40097})
+TOKEN_EARLY_REFRESH = timedelta(minutes=5)
+FORCE_REFRESH_SPACING = timedelta(seconds=30)
+
+
+class PlatformError(Exception):
+    """A call to the platform failed; ``errcode``/``errmsg`` are the platform's when it answered."""
+
+    def __init__(self, message: str, *, api: str = "", errcode: int | None = None, errmsg: str | None = None):
+        super().__init__(message)
+        self.api = api
+        self.errcode = errcode
+        self.errmsg = errmsg
+
+    @property
+    def retryable(self) -> bool:
+        return False
+
+
+class PlatformUnavailable(PlatformError):
+    """Busy, 5xx, timeouts or connection errors that outlasted the retries. Try again later."""
+
+    @property
+    def retryable(self) -> bool:
+        return True
+
+
+class RateLimited(PlatformUnavailable):
+    """Per-minute quota (45011) still hit after backing off."""
+
+
+class TokenRejected(PlatformError):
+    """The platform refused a freshly fetched token too: credentials or clock problem."""
+
+
+class QuotaExhausted(PlatformError):
+    """The daily quota of this API is used up (45009): no calls until the next day."""
+
+
+class NotAuthorized(PlatformError):
+    """This app may not call this API (48001, 61007): a shop setup problem for an admin."""
+
+
+class ApiBlocked(PlatformError):
+    """The API is blocked by an earlier QuotaExhausted / NotAuthorized; not called."""
+
+
+class BadRequest(PlatformError):
+    """The request itself is wrong (41001, 47001, 40097): a bug or bad input, never retried."""
+
+
+class BusinessError(PlatformError):
+    """The platform refused the operation for a business reason (errcode says which)."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    shop_id: int
+    appid: str
+    secret: str
+    base_url: str
+    timezone: str = "Asia/Shanghai"
+
+
+def ids_to_str(value: Any) -> Any:
+    """Platform ids as strings, recursively: ``*_id`` keys and ``*_id_list`` lists."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key.endswith("_id") and isinstance(item, int) and not isinstance(item, bool):
+                out[key] = str(item)
+            elif key.endswith("_id_list") and isinstance(item, list):
+                out[key] = [str(i) for i in item]
+            else:
+                out[key] = ids_to_str(item)
+        return out
+    if isinstance(value, list):
+        return [ids_to_str(item) for item in value]
+    return value
+
+
+class TokenStore:
+    """Tokens in the database, read and written in sessions of their own (never the caller's)."""
+
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+
+    def get(self, shop_id: int) -> PlatformToken | None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.get(PlatformToken, shop_id)
+
+    def put(self, shop_id: int, token: str, expires_in: int, forced: bool) -> None:
+        now = utcnow()
+        with Session(self.engine) as session, session.begin():
+            row = session.get(PlatformToken, shop_id, with_for_update=True)
+            if row is None:
+                row = PlatformToken(shop_id=shop_id)
+                session.add(row)
+            row.access_token = token
+            row.expires_at = now + timedelta(seconds=expires_in)
+            row.fetched_at = now
+            if forced:
+                row.forced_at = now
+
+    def block(self, shop_id: int, api: str, errcode: int, errmsg: str, until: datetime) -> None:
+        with Session(self.engine) as session, session.begin():
+            row = session.scalar(sa.select(ApiBlock).where(ApiBlock.shop_id == shop_id, ApiBlock.api == api))
+            if row is None:
+                row = ApiBlock(shop_id=shop_id, api=api)
+                session.add(row)
+            row.errcode, row.errmsg, row.blocked_until, row.created_at = errcode, errmsg, until, utcnow()
+
+    def blocked(self, shop_id: int, api: str) -> ApiBlock | None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.scalar(
+                sa.select(ApiBlock).where(
+                    ApiBlock.shop_id == shop_id, ApiBlock.api == api, ApiBlock.blocked_until > utcnow()
+                )
+            )
+
+
+_sessions = threading.local()
+
+
+def http_session() -> requests.Session:
+    """A pooled requests.Session per thread (requests sessions are not thread-safe to share)."""
+    session = getattr(_sessions, "session", None)
+    if session is None:
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=32, max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        _sessions.session = session
+    return session
+
+
+class PlatformClient:
+    def __init__(
+        self,
+        credentials: Credentials,
+        tokens: TokenStore,
+        *,
+        timeout: tuple[float, float] = (3.05, 10.0),
+        max_attempts: int = 4,
+        backoff_base: float = 0.2,
+        backoff_cap: float = 5.0,
+        rate_limit_wait_cap: float = 10.0,
+        sleep: Callable[[float], None] = time.sleep,
+        session: requests.Session | None = None,
+    ):
+        self.credentials = credentials
+        self.tokens = tokens
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.rate_limit_wait_cap = rate_limit_wait_cap
+        self.sleep = sleep
+        self._session = session
+
+    @property
+    def http(self) -> requests.Session:
+        return self._session or http_session()
+
+    # --- tokens ---------------------------------------------------------------------------------
+
+    def access_token(self) -> str:
+        row = self.tokens.get(self.credentials.shop_id)
+        if row is not None and row.expires_at - TOKEN_EARLY_REFRESH > utcnow():
+            return row.access_token
+        return self._fetch_token(force=False)
+
+    def _fetch_token(self, force: bool) -> str:
+        body = {
+            "grant_type": "client_credential",
+            "appid": self.credentials.appid,
+            "secret": self.credentials.secret,
+            "force_refresh": force,
+        }
+        data = self._post(TOKEN_PATH, body, params=None)
+        errcode = data.get("errcode", 0)
+        if errcode:
+            raise self._error_for(TOKEN_PATH, errcode, data.get("errmsg", ""))
+        token = data["access_token"]
+        self.tokens.put(self.credentials.shop_id, token, int(data.get("expires_in", 7200)), forced=force)
+        return token
+
+    def _refresh_after_rejection(self, rejected: str) -> str:
+        """A fresh token after the platform refused ``rejected``: normal fetch first, forced if unchanged."""
+        token = self._fetch_token(force=False)
+        if token != rejected:
+            return token
+        row = self.tokens.get(self.credentials.shop_id)
+        if row is not None and row.forced_at and utcnow() - row.forced_at < FORCE_REFRESH_SPACING:
+            return token  # another process forced one a moment ago; its token is the one to use
+        return self._fetch_token(force=True)
+
+    # --- calls ----------------------------------------------------------------------------------
+
+    def call(self, api: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``api`` with ``body``; returns the answer (errcode 0) with ids as strings."""
+        block = self.tokens.blocked(self.credentials.shop_id, api)
+        if block is not None:
+            raise ApiBlocked(
+                f"{api} is blocked until {block.blocked_until.isoformat()} (errcode {block.errcode})",
+                api=api,
+                errcode=block.errcode,
+                errmsg=block.errmsg,
+            )
+        token = self.access_token()
+        token_retried = False
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                data = self._post(api, body, params={"access_token": token})
+            except PlatformUnavailable:
+                if attempt >= self.max_attempts:
+                    raise
+                self.sleep(self._backoff(attempt))
+                continue
+            errcode = data.get("errcode", 0)
+            if not errcode:
+                return ids_to_str(data)
+            errmsg = data.get("errmsg", "")
+            if errcode in TOKEN_ERRORS and not token_retried:
+                token_retried = True
+                token = self._refresh_after_rejection(token)
+                continue
+            if errcode == BUSY and attempt < self.max_attempts:
+                self.sleep(self._backoff(attempt))
+                continue
+            if errcode == MINUTE_QUOTA and attempt < self.max_attempts:
+                self.sleep(self._until_next_minute())
+                continue
+            raise self._error_for(api, errcode, errmsg)
+
+    def _post(self, api: str, body: dict, params: dict | None) -> dict:
+        url = self.credentials.base_url.rstrip("/") + api
+        try:
+            response = self.http.post(url, json=body, params=params, timeout=self.timeout)
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            raise PlatformUnavailable(f"{api}: {type(exc).__name__}: {exc}", api=api) from exc
+        if response.status_code >= 500 or response.status_code == 429:
+            raise PlatformUnavailable(f"{api}: HTTP {response.status_code}", api=api)
+        if response.status_code >= 400:
+            raise BadRequest(f"{api}: HTTP {response.status_code}", api=api)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise PlatformUnavailable(f"{api}: answer is not JSON", api=api) from exc
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)  # noqa: S311
+
+    def _until_next_minute(self) -> float:
+        return min(self.rate_limit_wait_cap, 60.0 - time.time() % 60 + 0.05)
+
+    def _error_for(self, api: str, errcode: int, errmsg: str) -> PlatformError:
+        message = f"{api}: errcode {errcode} {errmsg}".strip()
+        kwargs = {"api": api, "errcode": errcode, "errmsg": errmsg}
+        if errcode == DAILY_QUOTA:
+            tz = ZoneInfo(self.credentials.timezone)
+            tomorrow = (datetime.now(tz) + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+            self.tokens.block(self.credentials.shop_id, api, errcode, errmsg, tomorrow)
+            log.error("shop %s: daily quota of %s reached; paused until %s", self.credentials.shop_id, api, tomorrow)
+            return QuotaExhausted(message, **kwargs)
+        if errcode in NOT_AUTHORIZED:
+            self.tokens.block(self.credentials.shop_id, api, errcode, errmsg, utcnow() + timedelta(hours=1))
+            log.error("shop %s: not authorised to call %s (%s)", self.credentials.shop_id, api, errcode)
+            return NotAuthorized(message, **kwargs)
+        if errcode in TOKEN_ERRORS:
+            return TokenRejected(message, **kwargs)
+        if errcode in BAD_REQUEST:
+            return BadRequest(message, **kwargs)
+        if errcode == BUSY:
+            return PlatformUnavailable(message, **kwargs)
+        if errcode == MINUTE_QUOTA:
+            return RateLimited(message, **kwargs)
+        return BusinessError(message, **kwargs)
+
+    # --- the APIs the desk uses -----------------------------------------------------------------
+
+    def list_orders(self, start: int, end: int, next_key: str | None = None, page_size: int = 100) -> dict:
+        body: dict[str, Any] = {"update_time_range": {"start_time": start, "end_time": end}, "page_size": page_size}
+        if next_key:
+            body["next_key"] = next_key
+        return self.call("/channels/ec/order/list/get", body)
+
+    def get_order(self, order_id: str) -> dict:
+        return self.call("/channels/ec/order/get", {"order_id": str(order_id)})["order"]
+
+    def decode_address(self, order_id: str) -> dict:
+        return self.call("/channels/ec/order/sensitiveinfo/decode", {"order_id": str(order_id)})
+
+    def list_after_sales(self, start: int, end: int, next_key: str | None = None) -> dict:
+        body: dict[str, Any] = {"begin_update_time": start, "end_update_time": end}
+        if next_key:
+            body["next_key"] = next_key
+        return self.call("/channels/ec/aftersale/getaftersalelist", body)
+
+    def get_after_sale(self, after_sale_order_id: str) -> dict:
+        answer = self.call("/channels/ec/aftersale/getaftersaleorder", {"after_sale_order_id": after_sale_order_id})
+        return answer["after_sale_order"]
+
+    def accept_after_sale(
+        self, after_sale_order_id: str, address_id: str | None = None, accept_type: int | None = None
+    ) -> dict:
+        body: dict[str, Any] = {"after_sale_order_id": after_sale_order_id}
+        if address_id:
+            body["address_id"] = address_id
+        if accept_type:
+            body["accept_type"] = accept_type
+        return self.call("/channels/ec/aftersale/acceptapply", body)
+
+    def reject_after_sale(self, after_sale_order_id: str, reason_type: int, reason: str | None = None) -> dict:
+        body: dict[str, Any] = {"after_sale_order_id": after_sale_order_id, "reject_reason_type": reason_type}
+        if reason:
+            body["reject_reason"] = reason
+        return self.call("/channels/ec/aftersale/rejectapply", body)
+
+    def reject_reasons(self) -> list[dict]:
+        answer = self.call("/channels/ec/aftersale/rejectreason/get", {})
+        # Documented as reason_list, reported live as reject_reason_list: accept both.
+        return answer.get("reject_reason_list") or answer.get("reason_list") or []
+
+    def list_addresses(self, offset: int = 0, limit: int = 100) -> list[str]:
+        answer = self.call("/channels/ec/merchant/address/list", {"offset": offset, "limit": limit})
+        return answer.get("address_id_list") or []
+
+    def get_address(self, address_id: str) -> dict:
+        return self.call("/channels/ec/merchant/address/get", {"address_id": address_id})["address_detail"]
+
+    def add_address(self, detail: dict) -> str:
+        return self.call("/channels/ec/merchant/address/add", {"address_detail": detail})["address_id"]
+
+    def update_address(self, detail: dict) -> None:
+        self.call("/channels/ec/merchant/address/update", {"address_detail": detail})
+
+    def delete_address(self, address_id: str) -> None:
+        self.call("/channels/ec/merchant/address/delete", {"address_id": address_id})
+
+    def send_message(self, open_id: str, msg_type: str, content: dict, request_id: str | None = None) -> str:
+        body: dict[str, Any] = {"open_id": open_id, "msg_type": msg_type, msg_type: content}
+        if request_id:
+            body["request_id"] = request_id
+        return self.call("/channels/ec/commkf/sendmsg", body).get("msg_id", "")

@@ -1,0 +1,141 @@
+"""The platform client against the simulator, over real HTTP: tokens, retries, errors, ids."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.models import ApiBlock, PlatformToken, Shop
+from app.platform import client_for
+from app.platform.client import (
+    ApiBlocked,
+    BadRequest,
+    BusinessError,
+    NotAuthorized,
+    PlatformUnavailable,
+    QuotaExhausted,
+    RateLimited,
+)
+from app.platform.simulator.scenario import CATALOGUE, new_buyer
+
+
+@pytest.fixture
+def client(app, polled_shop):
+    shop_id, sim_shop = polled_shop
+    with app.app_context():
+        yield client_for(db.session.get(Shop, shop_id)), sim_shop
+        db.session.remove()
+
+
+def _token_calls(simulator, sim_shop):
+    return [c for c in simulator.platform.calls(sim_shop) if c[1] == "/cgi-bin/stable_token"]
+
+
+def test_one_token_serves_many_calls_and_is_shared(app, simulator, client):
+    api, sim_shop = client
+    for _ in range(5):
+        assert api.list_addresses()
+    row = db.session.get(PlatformToken, api.credentials.shop_id)
+    assert row is not None and row.access_token == sim_shop.current_token
+    # Another client (another process) reads the same token from the database.
+    other = client_for(db.session.get(Shop, api.credentials.shop_id))
+    assert other.access_token() == row.access_token
+
+
+def test_an_expired_token_is_refreshed_once_and_the_call_retried(app, simulator, client):
+    api, sim_shop = client
+    api.list_addresses()
+    first = sim_shop.current_token
+    simulator.platform.expire_current_token(sim_shop)
+    assert api.list_addresses()
+    assert sim_shop.current_token != first
+    errcodes = [c[3] for c in simulator.platform.calls(sim_shop, "/channels/ec/merchant/address/list")]
+    assert errcodes == [0, 42001, 0]
+
+
+def test_busy_is_retried_with_backoff(app, simulator, client):
+    api, sim_shop = client
+    sim_shop.faults.update(busy_rate=0.3)
+    sim_shop.rng.seed(3)  # deterministic: some -1s, never four in a row
+    for _ in range(10):
+        api.list_addresses()
+    errcodes = [c[3] for c in simulator.platform.calls(sim_shop, "/channels/ec/merchant/address/list")]
+    assert -1 in errcodes and errcodes.count(0) == 10
+
+
+def test_busy_for_too_long_surfaces(app, simulator, client):
+    api, sim_shop = client
+    sim_shop.faults.update(busy_rate=1.0)
+    with pytest.raises(PlatformUnavailable) as caught:
+        api.list_addresses()
+    assert caught.value.errcode == -1 and caught.value.retryable
+    assert len(simulator.platform.calls(sim_shop, "/channels/ec/merchant/address/list")) == api.max_attempts
+
+
+def test_minute_quota_backs_off_then_surfaces(app, simulator, client):
+    api, sim_shop = client
+    waits = []
+    api.sleep = waits.append
+    sim_shop.faults.update(rate_limit_rate=1.0)
+    with pytest.raises(RateLimited):
+        api.list_addresses()
+    assert len(waits) == api.max_attempts - 1 and all(w <= api.rate_limit_wait_cap for w in waits)
+
+
+def test_timeouts_are_retried_then_surface(app, simulator, client):
+    api, sim_shop = client
+    sim_shop.faults.update(timeout_rate=1.0, timeout_seconds=1.5)
+    api.max_attempts = 2
+    with pytest.raises(PlatformUnavailable, match="Timeout"):
+        api.list_addresses()
+
+
+def test_daily_quota_blocks_the_api_until_tomorrow(app, simulator, client):
+    api, sim_shop = client
+    buyer = new_buyer(simulator.platform, sim_shop, __import__("random").Random(1))
+    order = simulator.platform.place_order(sim_shop, buyer, [dict(CATALOGUE[0])])
+    for _ in range(30):
+        api.decode_address(order["order_id"])
+    with pytest.raises(QuotaExhausted):
+        api.decode_address(order["order_id"])
+    block = db.session.scalar(sa.select(ApiBlock))
+    assert block.api == "/channels/ec/order/sensitiveinfo/decode" and block.errcode == 45009
+    calls_before = len(simulator.platform.calls(sim_shop))
+    with pytest.raises(ApiBlocked):
+        api.decode_address(order["order_id"])
+    assert len(simulator.platform.calls(sim_shop)) == calls_before, "a blocked API is not called at all"
+    assert api.list_addresses(), "other APIs still work"
+
+
+def test_unauthorised_api_is_surfaced_and_blocked(app, simulator, client):
+    api, _ = client
+    with pytest.raises(NotAuthorized):
+        api.call("/channels/ec/not/a/real/api", {})
+    assert db.session.scalar(sa.select(ApiBlock.errcode)) == 48001
+
+
+def test_bad_requests_are_not_retried(app, simulator, client):
+    api, sim_shop = client
+    with pytest.raises(BadRequest):
+        api.list_orders(0, 10 * 86400)  # beyond the 7-day window
+    assert len(simulator.platform.calls(sim_shop, "/channels/ec/order/list/get")) == 1
+
+
+def test_business_errors_carry_the_errcode(app, simulator, client):
+    api, _ = client
+    with pytest.raises(BusinessError) as caught:
+        api.get_after_sale("nope")
+    assert caught.value.errcode == 10020001
+
+
+def test_ids_are_strings_and_reasons_are_read_from_either_key(app, simulator, client):
+    api, sim_shop = client
+    buyer = new_buyer(simulator.platform, sim_shop, __import__("random").Random(2))
+    order = simulator.platform.place_order(sim_shop, buyer, [dict(CATALOGUE[2])])
+    listed = api.list_orders(order["create_time"] - 1, order["create_time"] + 1)
+    assert listed["order_id_list"] == [order["order_id"]] and isinstance(listed["order_id_list"][0], str)
+    detail = api.get_order(order["order_id"])
+    assert detail["order_id"] == order["order_id"]
+    assert detail["order_detail"]["delivery_info"]["address_info"]["user_name"] == "林*", "masked by default"
+    assert {r["reject_reason_type"] for r in api.reject_reasons()} >= {1, 2}
