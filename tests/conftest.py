@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -20,6 +19,7 @@ from flask.testing import FlaskClient
 
 from app import create_app
 from app.extensions import db, limiter
+from app.testing import temporary_database
 from config import TestingConfig
 from tests import factories
 
@@ -43,19 +43,11 @@ def database_url(tmp_path_factory) -> Iterator[str]:
     if admin_url is None:
         yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
         return
-    name = f"channeldesk_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        with temporary_database(admin_url, "channeldesk_test") as url:
+            yield url
     except sa.exc.OperationalError as exc:
         pytest.exit(f"PostgreSQL at {admin_url} is not usable: {exc}", returncode=1)
-    try:
-        yield sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def make_config(database_url: str, **overrides) -> type[TestingConfig]:

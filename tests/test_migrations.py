@@ -6,8 +6,6 @@ database of its own.
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -16,6 +14,7 @@ from flask_migrate import downgrade, upgrade
 
 from app import create_app
 from app.extensions import db
+from app.testing import temporary_database
 from tests.conftest import _postgres_admin_url, make_config
 
 pytestmark = pytest.mark.db
@@ -27,16 +26,8 @@ def empty_database_url(tmp_path):
     if admin_url is None:
         yield f"sqlite:///{tmp_path / 'migrations.db'}"
         return
-    name = f"channeldesk_mig_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with temporary_database(admin_url, "channeldesk_mig") as url:
+        yield url
 
 
 def _diff(engine) -> list:

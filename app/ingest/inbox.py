@@ -166,31 +166,28 @@ def handle(shop: Shop, payload: dict) -> list[Announcement]:
             "new_conversation": stored.new_conversation,
         }
         return [lambda: events.emit(events.buyer_message_received, shop.id, **ids)]
+    # Every HTTP call first, then the writes: no database lock is held while the platform answers.
     if kind in ORDER_EVENTS:
         order_id = (payload.get("order_info") or {}).get("order_id")
-        return [fetch_order(shop, str(order_id))] if order_id else []
+        if not order_id:
+            return []
+        detail = client_for(shop).get_order(str(order_id))
+        return [announce_order(shop.id, store.upsert_order(shop.id, detail))]
     if kind == AFTER_SALE_EVENT:
         info = payload.get("finder_shop_aftersale_status_update") or {}
         after_sale_id = info.get("after_sale_order_id")
         if not after_sale_id:
             return []
-        announcements = [fetch_after_sale(shop, str(after_sale_id))]
+        client = client_for(shop)
+        after_sale = client.get_after_sale(str(after_sale_id))
         # The order changes with its after-sales (counts, update_time) but gets no push of its own.
-        if info.get("order_id"):
-            announcements.append(fetch_order(shop, str(info["order_id"])))
+        order = client.get_order(str(info["order_id"])) if info.get("order_id") else None
+        announcements = [announce_after_sale(shop.id, store.upsert_after_sale(shop.id, after_sale))]
+        if order is not None:
+            announcements.append(announce_order(shop.id, store.upsert_order(shop.id, order)))
         return announcements
     log.info("shop %s: push %r stored, nothing to do for it", shop.id, kind)
     return []
-
-
-def fetch_order(shop: Shop, order_id: str) -> Announcement:
-    detail = client_for(shop).get_order(order_id)
-    return announce_order(shop.id, store.upsert_order(shop.id, detail))
-
-
-def fetch_after_sale(shop: Shop, after_sale_order_id: str) -> Announcement:
-    detail = client_for(shop).get_after_sale(after_sale_order_id)
-    return announce_after_sale(shop.id, store.upsert_after_sale(shop.id, detail))
 
 
 def announce_order(shop_id: int, result: store.Upserted) -> Announcement:

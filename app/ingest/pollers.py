@@ -4,10 +4,16 @@ Pushes already bring most changes within a second; polling is what makes the dat
 (pushes lost while the desk was down, pushes turned off, a push the platform never sent).
 
 Orders and after-sales are read by update time in windows: from the stored cursor minus an overlap
-(changes stamped in the same second as the last read, clock skew) up to a few seconds ago, in slices
-the API allows (7 days for orders, 24 hours for after-sales), paging with ``next_key``. Details are
-fetched concurrently (bounded), stored by the idempotent upserts, and the cursor moves only past a
-slice that was read completely: a desk down for three days catches up slice by slice.
+(changes stamped in the same second as the last read, clock skew, a list index that lags) up to a few
+seconds ago, in slices the API allows (7 days for orders, 24 hours for after-sales), paging with
+``next_key``. Details are fetched concurrently (bounded), stored by the idempotent upserts, and the
+cursor moves only past a slice that was read completely: a desk down for three days catches up slice
+by slice.
+
+The overlap is read as a slice of its own, and a listed row we fetched after that slice ended (plus a
+clock margin) is not fetched again: the list says its update time lies inside the slice, so it has not
+changed since we fetched it (a later change would have stamped a later time). Without this, every
+order would be fetched once per overlapping run.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from flask import current_app
 from app.db import utcnow
 from app.extensions import db
 from app.ingest import inbox, store
-from app.models import ReturnAddress, Shop, SyncCursor
+from app.models import AfterSale, Order, ReturnAddress, Shop, SyncCursor
 from app.platform import client_for
 from app.platform.client import PlatformClient, PlatformError
 
@@ -39,6 +45,7 @@ UPSERT_BATCH = 100
 class SyncResult:
     kind: str
     listed: int = 0
+    skipped: int = 0  # listed, but stored from a fetch made after their slice ended
     changed: int = 0
     slices: int = 0
     synced_until: datetime | None = None
@@ -70,9 +77,31 @@ def _fetch_all(client: PlatformClient, fetch: Callable[[PlatformClient, str], di
         return list(pool.map(one, ids))
 
 
+def _fresh_ids(model, id_column, shop_id: int, ids: list[str], fetched_after: datetime) -> set[str]:
+    """Of ``ids``, those stored from a fetch made after ``fetched_after``."""
+    if not ids:
+        return set()
+    return set(
+        db.session.scalars(
+            sa.select(id_column).where(model.shop_id == shop_id, id_column.in_(ids), model.fetched_at > fetched_after)
+        )
+    )
+
+
+def _slices(start: datetime, synced_until: datetime | None, end: datetime, span: timedelta):
+    """The overlap (start -> last synced point) first, then forward in steps of at most ``span``."""
+    if synced_until is not None and start < synced_until < end:
+        yield start, synced_until
+        start = synced_until
+    while start < end:
+        yield start, min(start + span, end)
+        start = min(start + span, end)
+
+
 def _windowed_sync(
     shop: Shop,
     kind: str,
+    model,
     span: timedelta,
     list_page: Callable[[PlatformClient, int, int, str | None], tuple[list[str], str | None, bool]],
     fetch: Callable[[PlatformClient, str], dict],
@@ -91,19 +120,28 @@ def _windowed_sync(
         seconds=config["SYNC_OVERLAP_SECONDS"]
     )
     shop_id = shop.id
+    id_column = model.order_id if kind == "orders" else model.after_sale_order_id
+    margin = timedelta(seconds=config["SYNC_CLOCK_MARGIN_SECONDS"])
     try:
-        while start < end_of_run and result.slices < config["SYNC_MAX_SLICES_PER_RUN"]:
-            end = min(start + span, end_of_run)
+        for slice_start, end in _slices(start, cursor.synced_until, end_of_run, span):
+            if result.slices >= config["SYNC_MAX_SLICES_PER_RUN"]:
+                break
             ids: list[str] = []
             next_key: str | None = None
             while True:
-                page, next_key, has_more = list_page(client, int(start.timestamp()), int(end.timestamp()), next_key)
+                page, next_key, has_more = list_page(
+                    client, int(slice_start.timestamp()), int(end.timestamp()), next_key
+                )
                 ids.extend(page)
                 if not has_more or not page:
                     break
             ids = list(dict.fromkeys(ids))
             result.listed += len(ids)
-            failures = _store_details(shop_id, client, ids, fetch, upsert, announce, result)
+            fresh = _fresh_ids(model, id_column, shop_id, ids, end + margin)
+            result.skipped += len(fresh)
+            failures = _store_details(
+                shop_id, client, [i for i in ids if i not in fresh], fetch, upsert, announce, result
+            )
             if failures:
                 raise failures[0]
             cursor = cursor_for(shop_id, kind)
@@ -111,7 +149,6 @@ def _windowed_sync(
             db.session.commit()
             result.slices += 1
             result.synced_until = end
-            start = end
     except PlatformError as exc:
         db.session.rollback()
         cursor = cursor_for(shop_id, kind)
@@ -163,6 +200,7 @@ def sync_orders(shop: Shop, until: datetime | None = None) -> SyncResult:
     return _windowed_sync(
         shop,
         "orders",
+        Order,
         ORDER_SLICE,
         _order_page,
         lambda c, i: c.get_order(i),
@@ -176,6 +214,7 @@ def sync_after_sales(shop: Shop, until: datetime | None = None) -> SyncResult:
     return _windowed_sync(
         shop,
         "after_sales",
+        AfterSale,
         AFTER_SALE_SLICE,
         _after_sale_page,
         lambda c, i: c.get_after_sale(i),

@@ -57,11 +57,17 @@ def from_unix(value: Any) -> datetime | None:
 
 
 def _locked(stmt: sa.Select) -> sa.Select:
-    """Row lock on PostgreSQL (SQLite serialises writers anyway). Only the selected entity's table is
-    locked (``FOR UPDATE OF``): eager joins (a conversation's customer) would otherwise be refused."""
-    if db.engine.dialect.name != "postgresql":
-        return stmt
-    return stmt.with_for_update(of=stmt.column_descriptions[0]["entity"])
+    """Make read-compare-write atomic for the row ``stmt`` selects.
+
+    PostgreSQL: a row lock (``FOR UPDATE OF`` the selected entity only: eager joins, like a
+    conversation's customer, would otherwise be refused). SQLite has no row locks: take its single
+    write lock first (an UPDATE that matches nothing still opens a write transaction), so no other
+    writer can commit between our read and our write.
+    """
+    if db.engine.dialect.name == "postgresql":
+        return stmt.with_for_update(of=stmt.column_descriptions[0]["entity"])
+    db.session.execute(sa.text("UPDATE sync_cursors SET id = id WHERE 0 = 1"))
+    return stmt
 
 
 @dataclass

@@ -76,7 +76,14 @@ def start_workers(app: Flask, threads: int | None = None) -> InboxWorkers:
     return workers
 
 
+_start_lock = threading.Lock()
+
+
 def wake(app: Flask) -> None:
+    """Wake this process's inbox workers; web processes start theirs on the first push received."""
     workers = app.extensions.get(EXTENSION_KEY)
+    if workers is None and app.config["INBOX_WORKERS_IN_WEB"] and not app.testing:
+        with _start_lock:
+            workers = start_workers(app)
     if workers is not None:
         workers.wake()

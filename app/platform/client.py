@@ -34,6 +34,8 @@ from zoneinfo import ZoneInfo
 import requests
 import sqlalchemy as sa
 from requests.adapters import HTTPAdapter
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
@@ -79,7 +81,12 @@ class RateLimited(PlatformUnavailable):
 
 
 class TokenRejected(PlatformError):
-    """The platform refused a freshly fetched token too: credentials or clock problem."""
+    """The platform refused a freshly fetched token too. Usually passing (another process forced a
+    refresh); if it persists, a credentials or clock problem. Callers retry later, with backoff."""
+
+    @property
+    def retryable(self) -> bool:
+        return True
 
 
 class QuotaExhausted(PlatformError):
@@ -139,17 +146,16 @@ class TokenStore:
             return session.get(PlatformToken, shop_id)
 
     def put(self, shop_id: int, token: str, expires_in: int, forced: bool) -> None:
+        """Insert or replace the shop's token in one statement (several processes may race here)."""
         now = utcnow()
+        values = {"access_token": token, "expires_at": now + timedelta(seconds=expires_in), "fetched_at": now}
+        if forced:
+            values["forced_at"] = now
+        dialect_insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        stmt = dialect_insert(PlatformToken.__table__).values(shop_id=shop_id, **values)
+        stmt = stmt.on_conflict_do_update(index_elements=["shop_id"], set_=values)
         with Session(self.engine) as session, session.begin():
-            row = session.get(PlatformToken, shop_id, with_for_update=True)
-            if row is None:
-                row = PlatformToken(shop_id=shop_id)
-                session.add(row)
-            row.access_token = token
-            row.expires_at = now + timedelta(seconds=expires_in)
-            row.fetched_at = now
-            if forced:
-                row.forced_at = now
+            session.execute(stmt)
 
     def block(self, shop_id: int, api: str, errcode: int, errmsg: str, until: datetime) -> None:
         with Session(self.engine) as session, session.begin():

@@ -10,6 +10,7 @@ from wtforms import SelectChoice
 
 from app import audit
 from app.auth.access import accessible_shops, admin_required, supervisor_required
+from app.db import utcnow
 from app.extensions import db
 from app.models import Role, Shop, User
 from app.settings import bp, services
@@ -140,7 +141,100 @@ def shop(shop_id: int):
     for field in (form.app_secret, form.push_token, form.encoding_aes_key):
         field.data = ""
     status = 400 if form.errors else 200
-    return render_template("settings/shop_form.html", form=form, shop=shop, webhook_url=webhook_url), status
+    return (
+        render_template(
+            "settings/shop_form.html",
+            form=form,
+            shop=shop,
+            webhook_url=webhook_url,
+            connection=_connection_status(shop),
+        ),
+        status,
+    )
+
+
+def _connection_status(shop: Shop) -> dict:
+    """What an admin needs to see of a shop's platform connection, all from the database."""
+    from app.ingest.pollers import health
+    from app.models import ApiBlock, InboxEvent, InboxStatus
+
+    counts = dict(
+        db.session.execute(
+            sa.select(InboxEvent.status, sa.func.count())
+            .where(InboxEvent.shop_id == shop.id)
+            .group_by(InboxEvent.status)
+        ).all()
+    )
+    failed = db.session.scalars(
+        sa.select(InboxEvent)
+        .where(InboxEvent.shop_id == shop.id, InboxEvent.status == InboxStatus.FAILED)
+        .order_by(InboxEvent.id.desc())
+        .limit(10)
+    ).all()
+    blocks = db.session.scalars(
+        sa.select(ApiBlock).where(ApiBlock.shop_id == shop.id, ApiBlock.blocked_until > sa.func.now())
+    ).all()
+    return {
+        "pollers": health(shop.id),
+        "inbox": {str(k): v for k, v in counts.items()},
+        "failed": failed,
+        "blocks": blocks,
+    }
+
+
+@bp.post("/shops/<int:shop_id>/test")
+@admin_required
+def test_connection(shop_id: int):
+    """Fetch a token and list the return addresses: proves the credentials and the API base work."""
+    from app.platform import client_for
+    from app.platform.client import PlatformError
+
+    shop = db.get_or_404(Shop, shop_id)
+    try:
+        addresses = client_for(shop).list_addresses()
+    except PlatformError as exc:
+        audit.record(
+            "shop.connection_test",
+            shop_id=shop.id,
+            subject_kind="shop",
+            subject_id=str(shop.id),
+            details={"ok": False, "errcode": exc.errcode},
+        )
+        db.session.commit()
+        flash(_("Connection failed: %(error)s", error=str(exc)), "error")
+    else:
+        if shop.connected_at is None:
+            shop.connected_at = utcnow()
+        audit.record(
+            "shop.connection_test", shop_id=shop.id, subject_kind="shop", subject_id=str(shop.id), details={"ok": True}
+        )
+        db.session.commit()
+        flash(_("Connected. The platform lists %(n)d address(es) for this shop.", n=len(addresses)), "success")
+    return redirect(url_for("settings.shop", shop_id=shop.id))
+
+
+@bp.post("/shops/<int:shop_id>/inbox/retry")
+@admin_required
+def retry_inbox(shop_id: int):
+    """Put the shop's failed pushes back in the queue (after the cause was fixed)."""
+    from app.models import InboxEvent, InboxStatus
+
+    shop = db.get_or_404(Shop, shop_id)
+    result = db.session.execute(
+        sa.update(InboxEvent)
+        .where(InboxEvent.shop_id == shop.id, InboxEvent.status == InboxStatus.FAILED)
+        .values(status=InboxStatus.PENDING, attempts=0, next_attempt_at=utcnow())
+    )
+    audit.record(
+        "shop.inbox_retry",
+        shop_id=shop.id,
+        subject_kind="shop",
+        subject_id=str(shop.id),
+        details={"events": result.rowcount},
+    )
+    db.session.commit()
+    flash(_("%(n)d failed event(s) queued again.", n=result.rowcount), "success")
+    return redirect(url_for("settings.shop", shop_id=shop.id))
 
 
 @bp.route("/users")

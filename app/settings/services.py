@@ -82,6 +82,9 @@ def create_shop(data: ShopInput) -> Shop:
 
 
 def update_shop(shop: Shop, data: ShopInput) -> Shop:
+    from app.ingest import webhooks
+
+    webhooks.forget(shop.webhook_key)  # new credentials take effect for pushes at once
     clash = db.session.scalar(sa.select(Shop.id).where(Shop.appid == data.appid.strip(), Shop.id != shop.id))
     if clash is not None:
         raise ValidationError("appid", _l("A shop with this AppID exists already."))

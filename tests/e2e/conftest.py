@@ -56,6 +56,8 @@ class LiveServer:
             "DEMO_PASSWORD": DEMO_PASSWORD,
             "LOG_LEVEL": "WARNING",
             "FLASK_APP": "wsgi",
+            # The demo shop's simulated buyers arrive every second or so.
+            "SIMULATOR_DEMO_TRAFFIC_SECONDS": "1",
         }
         self.env.pop("REDIS_URL", None)
         self.log = (tmp / "server.log").open("w")
@@ -72,6 +74,7 @@ class LiveServer:
         )
 
     def start(self) -> None:
+        self.env["SIMULATOR_URL"] = f"{self.url}/sim"
         self.flask("db", "upgrade")
         self.flask("demo", "seed")
         self.process = subprocess.Popen(

@@ -1,0 +1,154 @@
+"""Shared pieces of the benchmarks: a fresh PostgreSQL database, desk processes, percentiles.
+
+Benchmarks run the production shape on this machine: PostgreSQL, gunicorn web processes, the
+scheduler process, the platform simulator; all on loopback. Each prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from app.testing import temporary_database
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary_ms(values_seconds: list[float]) -> dict:
+    ms = [v * 1000 for v in values_seconds]
+    return {
+        "p50_ms": round(statistics.median(ms), 2) if ms else None,
+        "p95_ms": round(percentile(ms, 95), 2) if ms else None,
+        "p99_ms": round(percentile(ms, 99), 2) if ms else None,
+        "max_ms": round(max(ms), 2) if ms else None,
+    }
+
+
+def postgres_database():
+    """A fresh database for one benchmark run, dropped afterwards."""
+    return temporary_database(PG_ADMIN, "channeldesk_bench")
+
+
+def desk_env(database_url: str, **extra: str) -> dict:
+    env = {
+        **os.environ,
+        "CHANNELDESK_CONFIG": "production",
+        "SECRET_KEY": "bench-" + "k" * 40,
+        "DATABASE_URL": database_url,
+        "SESSION_COOKIE_SECURE": "false",
+        "LOG_LEVEL": "WARNING",
+        "FLASK_APP": "wsgi",
+    }
+    env.pop("REDIS_URL", None)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def flask(env: dict, *args: str) -> str:
+    result = subprocess.run([str(BIN / "flask"), *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    return result.stdout
+
+
+def start_process(args: list[str], env: dict, log_path: Path) -> subprocess.Popen:
+    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+
+
+def start_web(env: dict, port: int, threads: int, log_path: Path) -> subprocess.Popen:
+    process = start_process(
+        [
+            str(BIN / "gunicorn"),
+            "-w",
+            "1",
+            "--threads",
+            str(threads),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            "wsgi:app",
+        ],
+        env,
+        log_path,
+    )
+    wait_http(f"http://127.0.0.1:{port}/healthz")
+    return process
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=1).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def stop(process: subprocess.Popen | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def emit(result: dict) -> None:
+    print(json.dumps(result, ensure_ascii=False, sort_keys=True))
+
+
+AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+
+
+def add_shop(env: dict, appid: str, api_base: str, name: str = "压测店") -> tuple[int, str]:
+    flask(
+        env,
+        "shops",
+        "add",
+        "--name",
+        name,
+        "--appid",
+        appid,
+        "--secret",
+        "bench-secret-0123456789",
+        "--token",
+        "benchtoken",
+        "--aes-key",
+        AES_KEY,
+        "--api-base",
+        api_base,
+    )
+    engine = sa.create_engine(env["DATABASE_URL"])
+    with engine.connect() as conn:
+        shop_id, key = conn.execute(sa.text("SELECT id, webhook_key FROM shops WHERE appid = :a"), {"a": appid}).one()
+    engine.dispose()
+    return shop_id, key
