@@ -117,6 +117,9 @@ class Config:
     # Demo traffic on the demo shop: a buyer every N seconds on average (0: none).
     SIMULATOR_DEMO_TRAFFIC_SECONDS = env_int("SIMULATOR_DEMO_TRAFFIC_SECONDS", 45)
 
+    # Largest request body accepted (agents' image uploads; the platform takes files up to 30 MB).
+    MAX_CONTENT_LENGTH = 32 * 1024 * 1024
+
     LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
     # How many reverse proxies (nginx) stand in front: their X-Forwarded-* headers are trusted
     # for that many hops, so rate limits and the audit log see the client's address, not the proxy's.

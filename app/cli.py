@@ -42,7 +42,7 @@ def scheduler_command():
     app = current_app._get_current_object()
     worker.start_workers(app)
     click.echo("scheduler running: pollers per shop, inbox workers")
-    scheduler.configure(app, BlockingScheduler(timezone="UTC")).start()
+    scheduler.configure(app, BlockingScheduler(timezone="UTC", job_defaults=scheduler.JOB_DEFAULTS)).start()
 
 
 @click.command("sync")

@@ -110,7 +110,12 @@ def configure(app: Flask, scheduler: BaseScheduler) -> BaseScheduler:
     return scheduler
 
 
+# A run that starts late (a busy machine) still runs, once: APScheduler's default grace of one second
+# would skip it, and the shop's data would wait a whole extra interval.
+JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+
+
 def start_background(app: Flask) -> BackgroundScheduler:
-    scheduler = configure(app, BackgroundScheduler(timezone="UTC"))
+    scheduler = configure(app, BackgroundScheduler(timezone="UTC", job_defaults=JOB_DEFAULTS))
     scheduler.start()
     return scheduler

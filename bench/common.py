@@ -62,7 +62,7 @@ def desk_env(database_url: str, **extra: str) -> dict:
         "SECRET_KEY": "bench-" + "k" * 40,
         "DATABASE_URL": database_url,
         "SESSION_COOKIE_SECURE": "false",
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": os.environ.get("BENCH_DESK_LOG_LEVEL", "WARNING"),
         "FLASK_APP": "wsgi",
     }
     env.pop("REDIS_URL", None)

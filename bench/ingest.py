@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import threading
@@ -200,8 +201,10 @@ def main() -> None:
         "poll_interval_s": args.poll_seconds,
     }
     with tempfile.TemporaryDirectory() as tmp:
+        logs = Path(os.environ.get("BENCH_LOG_DIR") or tmp)  # set BENCH_LOG_DIR to keep the processes' logs
+        logs.mkdir(parents=True, exist_ok=True)
         for mode in ["push", "poll"] if args.mode == "both" else [args.mode]:
-            result[f"{mode}_mode"] = run_mode(mode, args.orders, args.seconds, args.poll_seconds, Path(tmp))
+            result[f"{mode}_mode"] = run_mode(mode, args.orders, args.seconds, args.poll_seconds, logs)
     emit(result)
 
 

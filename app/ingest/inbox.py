@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -32,7 +34,8 @@ from app.platform import client_for
 from app.platform.client import PlatformError
 
 log = logging.getLogger(__name__)
-LEASE = timedelta(seconds=60)
+# Renewed before each event; outlives the slowest single handling (timeouts x retries) many times.
+LEASE = timedelta(minutes=5)
 ORDER_EVENTS = frozenset(
     {
         "channels_ec_order_new",
@@ -56,8 +59,8 @@ def dedupe_key(payload: dict, plaintext: str) -> str:
     return f"sha256:{hashlib.sha256(plaintext.encode()).hexdigest()}"
 
 
-def receive(shop_id: int, payload: dict, plaintext: str) -> bool:
-    """Store a push once; True when it is new. The caller commits."""
+def receive(shop_id: int, payload: dict, plaintext: str, connection: sa.Connection | None = None) -> bool:
+    """Store a push once; True when it is new. The caller commits (its session, or ``connection``)."""
     table = InboxEvent.__table__
     dialect_insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
     stmt = (
@@ -75,16 +78,31 @@ def receive(shop_id: int, payload: dict, plaintext: str) -> bool:
         .on_conflict_do_nothing()
         .returning(table.c.id)
     )
-    return db.session.execute(stmt).scalar() is not None
+    return (connection or db.session).execute(stmt).scalar() is not None
 
 
-def claim(limit: int = 50) -> list[int]:
-    """Take up to ``limit`` due events for this worker; returns their ids (committed).
+@dataclass(frozen=True)
+class Claim:
+    token: str
+    ids: list[int]
+
+
+def _mine(event_id: int, token: str):
+    """The condition that an event is still held by this claim (its lease was not taken over)."""
+    return sa.and_(
+        InboxEvent.id == event_id, InboxEvent.status == InboxStatus.PROCESSING, InboxEvent.claim_token == token
+    )
+
+
+def claim(limit: int = 20) -> Claim:
+    """Take up to ``limit`` due events for this worker, under a fresh claim token (committed).
 
     One ``UPDATE ... WHERE id IN (due rows) RETURNING id``: atomic on SQLite (one writer at a time),
-    and on PostgreSQL the subquery's ``FOR UPDATE SKIP LOCKED`` keeps concurrent claimers apart.
+    and on PostgreSQL the subquery's ``FOR UPDATE SKIP LOCKED`` keeps concurrent claimers apart. A
+    claim is a lease: a worker that dies lets its events come back when the lease runs out.
     """
     now = utcnow()
+    token = uuid.uuid4().hex
     due = sa.or_(
         sa.and_(InboxEvent.status == InboxStatus.PENDING, InboxEvent.next_attempt_at <= now),
         sa.and_(InboxEvent.status == InboxStatus.PROCESSING, InboxEvent.next_attempt_at <= now),  # lease ran out
@@ -95,55 +113,87 @@ def claim(limit: int = 50) -> list[int]:
     stmt = (
         sa.update(InboxEvent)
         .where(InboxEvent.id.in_(candidates.scalar_subquery()), due)
-        .values(status=InboxStatus.PROCESSING, next_attempt_at=now + LEASE)
+        .values(status=InboxStatus.PROCESSING, next_attempt_at=now + LEASE, claim_token=token)
         .returning(InboxEvent.id)
         .execution_options(synchronize_session=False)
     )
     ids = sorted(db.session.execute(stmt).scalars())
     db.session.commit()
-    return ids
+    return Claim(token, ids)
+
+
+def _renew(event_id: int, token: str) -> bool:
+    """Extend the lease before working on one event; False if another worker took it over."""
+    result = db.session.execute(
+        sa.update(InboxEvent)
+        .where(_mine(event_id, token))
+        .values(next_attempt_at=utcnow() + LEASE)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    return result.rowcount == 1
 
 
 Announcement = Callable[[], None]
 
 
-def process_claimed(event_ids: list[int]) -> int:
-    """Handle claimed events one by one, each in its own transaction. Returns how many succeeded."""
+def process_claimed(claimed: Claim) -> int:
+    """Handle claimed events one by one, each in its own transaction. Returns how many succeeded.
+
+    The event's status changes only while this claim still holds it: the final ``UPDATE ... WHERE
+    claim_token = ...`` is in the same transaction as what the event stored, so if the lease was taken
+    over meanwhile, this worker's work is rolled back rather than applied twice.
+    """
     done = 0
-    for event_id in event_ids:
+    for event_id in claimed.ids:
+        if not _renew(event_id, claimed.token):
+            continue
         event = db.session.get(InboxEvent, event_id)
-        if event is None or event.status != InboxStatus.PROCESSING:
-            db.session.rollback()
-            continue
-        shop = db.session.get(Shop, event.shop_id)
         try:
+            shop = db.session.get(Shop, event.shop_id)
             announcements = handle(shop, event.payload)
-        except PlatformError as exc:
-            db.session.rollback()
-            _retry_or_fail(event_id, exc, retryable=exc.retryable)
-            continue
+            finished = db.session.execute(
+                sa.update(InboxEvent)
+                .where(_mine(event_id, claimed.token))
+                .values(
+                    status=InboxStatus.DONE, processed_at=utcnow(), attempts=InboxEvent.attempts + 1, last_error=None
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if finished.rowcount != 1:
+                db.session.rollback()  # taken over: the other worker's result stands
+                continue
+            db.session.commit()
         except Exception as exc:
             db.session.rollback()
-            log.exception("inbox event %s (%s) failed", event_id, event.event if event else "?")
-            _retry_or_fail(event_id, exc, retryable=True)
+            if not isinstance(exc, PlatformError):
+                log.exception("inbox event %s failed", event_id)
+            _retry_or_fail(event_id, claimed.token, exc)
             continue
-        event.status = InboxStatus.DONE
-        event.processed_at = utcnow()
-        event.attempts += 1
-        event.last_error = None
-        db.session.commit()
         done += 1
         for announce in announcements:
             announce()
     return done
 
 
-def _retry_or_fail(event_id: int, exc: Exception, retryable: bool) -> None:
-    event = db.session.get(InboxEvent, event_id)
-    event.attempts += 1
+def _retry_or_fail(event_id: int, token: str, exc: Exception) -> None:
+    """Back to the queue with backoff, deferred past an API block, or failed for good (visible)."""
+    event = db.session.scalar(sa.select(InboxEvent).where(_mine(event_id, token)))
+    if event is None:
+        db.session.rollback()
+        return
     event.last_error = f"{type(exc).__name__}: {exc}"[:2000]
-    max_attempts = current_app.config["INBOX_MAX_ATTEMPTS"]
-    if retryable and event.attempts < max_attempts:
+    until = getattr(exc, "until", None)
+    if until is not None:
+        # Daily quota, per-minute quota, missing authorisation: not a failure of this event;
+        # wait for the block to lift, without using up attempts.
+        event.status = InboxStatus.PENDING
+        event.next_attempt_at = until
+        db.session.commit()
+        return
+    event.attempts += 1
+    retryable = exc.retryable if isinstance(exc, PlatformError) else True
+    if retryable and event.attempts < current_app.config["INBOX_MAX_ATTEMPTS"]:
         event.status = InboxStatus.PENDING
         base = current_app.config["INBOX_RETRY_BASE_SECONDS"]
         event.next_attempt_at = utcnow() + timedelta(seconds=min(300.0, base * 2 ** (event.attempts - 1)))
@@ -167,12 +217,13 @@ def handle(shop: Shop, payload: dict) -> list[Announcement]:
         }
         return [lambda: events.emit(events.buyer_message_received, shop.id, **ids)]
     # Every HTTP call first, then the writes: no database lock is held while the platform answers.
+    fetched_at = utcnow()
     if kind in ORDER_EVENTS:
         order_id = (payload.get("order_info") or {}).get("order_id")
         if not order_id:
             return []
         detail = client_for(shop).get_order(str(order_id))
-        return [announce_order(shop.id, store.upsert_order(shop.id, detail))]
+        return [announce_order(shop.id, store.upsert_order(shop.id, detail, fetched_at))]
     if kind == AFTER_SALE_EVENT:
         info = payload.get("finder_shop_aftersale_status_update") or {}
         after_sale_id = info.get("after_sale_order_id")
@@ -182,9 +233,9 @@ def handle(shop: Shop, payload: dict) -> list[Announcement]:
         after_sale = client.get_after_sale(str(after_sale_id))
         # The order changes with its after-sales (counts, update_time) but gets no push of its own.
         order = client.get_order(str(info["order_id"])) if info.get("order_id") else None
-        announcements = [announce_after_sale(shop.id, store.upsert_after_sale(shop.id, after_sale))]
+        announcements = [announce_after_sale(shop.id, store.upsert_after_sale(shop.id, after_sale, fetched_at))]
         if order is not None:
-            announcements.append(announce_order(shop.id, store.upsert_order(shop.id, order)))
+            announcements.append(announce_order(shop.id, store.upsert_order(shop.id, order, fetched_at)))
         return announcements
     log.info("shop %s: push %r stored, nothing to do for it", shop.id, kind)
     return []

@@ -14,11 +14,16 @@ The overlap is read as a slice of its own, and a listed row we fetched after tha
 clock margin) is not fetched again: the list says its update time lies inside the slice, so it has not
 changed since we fetched it (a later change would have stamped a later time). Without this, every
 order would be fetched once per overlapping run.
+
+A second pass lists by *creation* time and fetches only ids never stored. Reading by update time alone,
+a new order that changes again just before a run (a livestream buyer asking for a refund seconds
+after paying) has its update time past the run's window and would wait a whole extra interval.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,19 +31,20 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.exc import OperationalError
 
 from app.db import utcnow
 from app.extensions import db
 from app.ingest import inbox, store
 from app.models import AfterSale, Order, ReturnAddress, Shop, SyncCursor
 from app.platform import client_for
-from app.platform.client import PlatformClient, PlatformError
+from app.platform.client import NotAuthorized, PlatformClient, PlatformError
 
 log = logging.getLogger(__name__)
 
 ORDER_SLICE = timedelta(days=7)
 AFTER_SALE_SLICE = timedelta(hours=24)
-UPSERT_BATCH = 100
+FETCH_BATCH = 100  # details fetched (concurrently) before they are stored
 
 
 @dataclass
@@ -46,6 +52,7 @@ class SyncResult:
     kind: str
     listed: int = 0
     skipped: int = 0  # listed, but stored from a fetch made after their slice ended
+    discovered: int = 0  # new rows found by the creation-time pass
     changed: int = 0
     slices: int = 0
     synced_until: datetime | None = None
@@ -68,6 +75,7 @@ def _fetch_all(client: PlatformClient, fetch: Callable[[PlatformClient, str], di
         try:
             return fetch(client, item_id)
         except PlatformError as exc:
+            exc.item_id = item_id
             return exc
 
     workers = max(1, current_app.config["DETAIL_FETCH_CONCURRENCY"])
@@ -98,10 +106,19 @@ def _slices(start: datetime, synced_until: datetime | None, end: datetime, span:
         start = min(start + span, end)
 
 
+def _stored_ids(model, id_column, shop_id: int, ids: list[str], fetched_after: datetime) -> set[str]:
+    """Of ``ids``, those stored at all (the creation-time pass looks for new rows only)."""
+    if not ids:
+        return set()
+    return set(db.session.scalars(sa.select(id_column).where(model.shop_id == shop_id, id_column.in_(ids))))
+
+
 def _windowed_sync(
     shop: Shop,
     kind: str,
     model,
+    id_column,
+    skip: Callable,
     span: timedelta,
     list_page: Callable[[PlatformClient, int, int, str | None], tuple[list[str], str | None, bool]],
     fetch: Callable[[PlatformClient, str], dict],
@@ -120,7 +137,7 @@ def _windowed_sync(
         seconds=config["SYNC_OVERLAP_SECONDS"]
     )
     shop_id = shop.id
-    id_column = model.order_id if kind == "orders" else model.after_sale_order_id
+    permanent: list[str] = []
     margin = timedelta(seconds=config["SYNC_CLOCK_MARGIN_SECONDS"])
     try:
         for slice_start, end in _slices(start, cursor.synced_until, end_of_run, span):
@@ -137,13 +154,20 @@ def _windowed_sync(
                     break
             ids = list(dict.fromkeys(ids))
             result.listed += len(ids)
-            fresh = _fresh_ids(model, id_column, shop_id, ids, end + margin)
+            fresh = skip(model, id_column, shop_id, ids, end + margin)
             result.skipped += len(fresh)
             failures = _store_details(
                 shop_id, client, [i for i in ids if i not in fresh], fetch, upsert, announce, result
             )
-            if failures:
-                raise failures[0]
+            # Retryable trouble (busy, timeouts, quota, a block) holds the cursor: the slice is read
+            # again next run. An item the platform refuses for good (not found, bad request) must not
+            # pin the cursor forever: it is reported and passed.
+            holding = [f for f in failures if f.retryable or f.until is not None or isinstance(f, NotAuthorized)]
+            if holding:
+                raise holding[0]
+            for failure in failures:
+                log.warning("shop %s: %s item %s skipped: %s", shop_id, kind, failure.item_id, failure)
+                permanent.append(f"{failure.item_id}: {failure}")
             cursor = cursor_for(shop_id, kind)
             cursor.synced_until = end
             db.session.commit()
@@ -161,46 +185,93 @@ def _windowed_sync(
         return result
     cursor = cursor_for(shop_id, kind)
     cursor.last_success_at = utcnow()
-    cursor.last_error = None
+    cursor.last_error = (
+        (f"{len(permanent)} item(s) refused by the platform: " + "; ".join(permanent[:3]))[:2000] if permanent else None
+    )
     cursor.items_last_run = result.listed
     db.session.commit()
+    result.errors.extend(permanent)
     return result
 
 
 def _store_details(shop_id, client, ids, fetch, upsert, announce, result: SyncResult) -> list[PlatformError]:
+    """Fetch details in batches (concurrently), then store each in a short transaction of its own.
+
+    One row per transaction: pollers and inbox workers touch the same rows (an order, its buyer's
+    customer row) in different orders, and long multi-row transactions would deadlock each other.
+    """
     failures: list[PlatformError] = []
-    for offset in range(0, len(ids), UPSERT_BATCH):
-        batch = ids[offset : offset + UPSERT_BATCH]
-        announcements = []
+    for offset in range(0, len(ids), FETCH_BATCH):
+        batch = ids[offset : offset + FETCH_BATCH]
+        fetched_at = utcnow()  # before the calls: a change after this is not in what they return
         for detail in _fetch_all(client, fetch, batch):
             if isinstance(detail, PlatformError):
                 failures.append(detail)
                 continue
-            outcome = upsert(shop_id, detail)
+            outcome = _store_one(lambda d=detail, at=fetched_at: upsert(shop_id, d, at))
             if outcome.changed:
                 result.changed += 1
-            announcements.append(announce(shop_id, outcome))
-        db.session.commit()
-        for announcement in announcements:
-            announcement()
+            announce(shop_id, outcome)()
     return failures
 
 
-def _order_page(client: PlatformClient, start: int, end: int, next_key: str | None):
-    answer = client.list_orders(start, end, next_key=next_key)
-    return answer.get("order_id_list") or [], answer.get("next_key"), bool(answer.get("has_more"))
+def _store_one(write: Callable[[], store.Upserted], attempts: int = 3) -> store.Upserted:
+    """Run one upsert and commit it; if the database picked it as a deadlock victim, do it again."""
+    for attempt in range(1, attempts + 1):
+        try:
+            outcome = write()
+            db.session.commit()
+            return outcome
+        except OperationalError as exc:
+            db.session.rollback()
+            if attempt == attempts or not _is_transient(exc):
+                raise
+            time.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")
 
 
-def _after_sale_page(client: PlatformClient, start: int, end: int, next_key: str | None):
-    answer = client.list_after_sales(start, end, next_key=next_key)
-    return answer.get("after_sale_order_id_list") or [], answer.get("next_key"), bool(answer.get("has_more"))
+def _is_transient(exc: OperationalError) -> bool:
+    """Deadlock or serialisation failure (PostgreSQL), database locked (SQLite): worth one more try."""
+    code = getattr(exc.orig, "sqlstate", None)
+    return code in ("40P01", "40001") or "database is locked" in str(exc.orig)
+
+
+def _order_page(by: str):
+    def page(client: PlatformClient, start: int, end: int, next_key: str | None):
+        answer = client.list_orders(start, end, next_key=next_key, by=by)
+        return answer.get("order_id_list") or [], answer.get("next_key"), bool(answer.get("has_more"))
+
+    return page
+
+
+def _after_sale_page(by: str):
+    def page(client: PlatformClient, start: int, end: int, next_key: str | None):
+        answer = client.list_after_sales(start, end, next_key=next_key, by=by)
+        return answer.get("after_sale_order_id_list") or [], answer.get("next_key"), bool(answer.get("has_more"))
+
+    return page
+
+
+def _two_passes(shop: Shop, kind: str, model, id_column, span, page, fetch, upsert, announce, until) -> SyncResult:
+    """Changes by update time, then rows that are new by creation time (see the module docstring)."""
+    changes = _windowed_sync(
+        shop, kind, model, id_column, _fresh_ids, span, page("update"), fetch, upsert, announce, until
+    )
+    new = _windowed_sync(
+        shop, f"{kind}_new", model, id_column, _stored_ids, span, page("create"), fetch, upsert, announce, until
+    )
+    changes.changed += new.changed
+    changes.discovered = new.listed - new.skipped
+    changes.errors += new.errors
+    return changes
 
 
 def sync_orders(shop: Shop, until: datetime | None = None) -> SyncResult:
-    return _windowed_sync(
+    return _two_passes(
         shop,
         "orders",
         Order,
+        Order.order_id,
         ORDER_SLICE,
         _order_page,
         lambda c, i: c.get_order(i),
@@ -211,10 +282,11 @@ def sync_orders(shop: Shop, until: datetime | None = None) -> SyncResult:
 
 
 def sync_after_sales(shop: Shop, until: datetime | None = None) -> SyncResult:
-    return _windowed_sync(
+    return _two_passes(
         shop,
         "after_sales",
         AfterSale,
+        AfterSale.after_sale_order_id,
         AFTER_SALE_SLICE,
         _after_sale_page,
         lambda c, i: c.get_after_sale(i),
@@ -237,10 +309,11 @@ def sync_addresses(shop: Shop) -> SyncResult:
     try:
         ids: list[str] = []
         while True:
+            # Until an empty page: the platform may cap the page below the limit we ask for.
             page = client.list_addresses(offset=len(ids), limit=100)
-            ids.extend(page)
-            if len(page) < 100:
+            if not page:
                 break
+            ids.extend(page)
         details = _fetch_all(client, lambda c, i: c.get_address(i), ids)
         errors = [d for d in details if isinstance(d, PlatformError)]
         if errors:

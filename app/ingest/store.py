@@ -112,7 +112,18 @@ def _phone_tail(address: dict) -> str | None:
     return digits[-4:] if len(digits) >= 4 else None
 
 
-def upsert_order(shop_id: int, detail: dict) -> Upserted:
+def _order_is_stale(row: Order, updated_at: datetime, status: int) -> bool:
+    return row.platform_updated_at > updated_at or (row.platform_updated_at == updated_at and row.status > status)
+
+
+def _after_sale_is_stale(row: AfterSale, updated_at: datetime, status: str) -> bool:
+    return row.platform_updated_at > updated_at or (
+        row.platform_updated_at == updated_at and _after_sale_rank(row.status) > _after_sale_rank(status)
+    )
+
+
+def upsert_order(shop_id: int, detail: dict, fetched_at: datetime | None = None) -> Upserted:
+    """Store an order detail. ``fetched_at``: when the HTTP call that returned it started."""
     order_id = str(detail["order_id"])
     updated_at = from_unix(detail.get("update_time")) or from_unix(detail.get("create_time")) or utcnow()
     status = int(detail.get("status", 0))
@@ -132,12 +143,11 @@ def upsert_order(shop_id: int, detail: dict) -> Upserted:
             },
             lookup,
         )
-        if not created and order.platform_updated_at > updated_at:
-            return Upserted(order, created=False, changed=False)
-    elif order.platform_updated_at > updated_at or (order.platform_updated_at == updated_at and order.status > status):
-        return Upserted(order, created=False, changed=False)  # stale: what we have is newer
+    if not created and _order_is_stale(order, updated_at, status):
+        return Upserted(order, created=False, changed=False)  # what we have is newer
     changed = created or order.platform_updated_at != updated_at or order.status != status
     _apply_order(order, detail, status, updated_at)
+    order.fetched_at = fetched_at or utcnow()
     return Upserted(order, created=created, changed=changed)
 
 
@@ -160,7 +170,6 @@ def _apply_order(order: Order, detail: dict, status: int, updated_at: datetime) 
     order.phone_tail = _phone_tail(address)
     order.deliveries = delivery.get("delivery_product_info") or []
     order.raw = detail
-    order.fetched_at = utcnow()
     if order.customer_id is None and order.openid:
         order.customer_id = ensure_customer(order.shop_id, order.openid, order.unionid).id
     items = []
@@ -191,7 +200,9 @@ def _after_sale_rank(status: str) -> int:
     return AFTER_SALE_RANK.get(status, TERMINAL_RANK)
 
 
-def upsert_after_sale(shop_id: int, detail: dict) -> Upserted:
+def upsert_after_sale(shop_id: int, detail: dict, fetched_at: datetime | None = None) -> Upserted:
+    """Store an after-sale detail. ``fetched_at``: when the HTTP call that returned it started."""
+    fetched_at = fetched_at or utcnow()
     after_sale_id = str(detail["after_sale_order_id"])
     updated_at = from_unix(detail.get("update_time")) or from_unix(detail.get("create_time")) or utcnow()
     status = str(detail.get("status", ""))
@@ -213,11 +224,7 @@ def upsert_after_sale(shop_id: int, detail: dict) -> Upserted:
             },
             lookup,
         )
-        if not created and row.platform_updated_at > updated_at:
-            return Upserted(row, created=False, changed=False)
-    elif row.platform_updated_at > updated_at or (
-        row.platform_updated_at == updated_at and _after_sale_rank(row.status) > _after_sale_rank(status)
-    ):
+    if not created and _after_sale_is_stale(row, updated_at, status):
         return Upserted(row, created=False, changed=False)
     changed = created or row.platform_updated_at != updated_at or row.status != status or row.type != detail.get("type")
     product = detail.get("product_info") or {}
@@ -240,10 +247,10 @@ def upsert_after_sale(shop_id: int, detail: dict) -> Upserted:
     row.return_waybill_id = returned.get("waybill_id")
     row.return_delivery_name = returned.get("delivery_name")
     deadline = int(detail.get("deadline") or 0)
-    row.deadline_at = utcnow() + timedelta(seconds=deadline) if deadline > 0 else None
+    row.deadline_at = fetched_at + timedelta(seconds=deadline) if deadline > 0 else None
     row.platform_updated_at = updated_at
     row.raw = detail
-    row.fetched_at = utcnow()
+    row.fetched_at = fetched_at
     if row.customer_id is None and row.openid:
         row.customer_id = ensure_customer(shop_id, row.openid, detail.get("unionid")).id
     if row.order_pk is None:
@@ -316,6 +323,9 @@ def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
     msg_type = str(payload.get("msg_type") or "text")
     body = payload.get(msg_type) if isinstance(payload.get(msg_type), dict) else None
     now = utcnow()
+    # When the buyer wrote, by the platform's clock: a push retried hours later keeps its place.
+    platform_time = from_unix(payload.get("CreateTime"))
+    sent_at = platform_time if platform_time and platform_time <= now + timedelta(minutes=5) else now
     message, created = insert_or_get(
         Message,
         {
@@ -328,14 +338,14 @@ def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
             "body": body,
             "platform_msg_id": msg_id,
             "delivery_state": DeliveryState.RECEIVED,
-            "platform_time": from_unix(payload.get("CreateTime")),
+            "platform_time": platform_time,
             "created_at": now,
         },
         sa.select(Message).where(Message.shop_id == shop_id, Message.platform_msg_id == msg_id),
     )
     if created:
-        conversation.last_message_at = now
-        conversation.last_buyer_message_at = now
+        conversation.last_message_at = max(conversation.last_message_at or sent_at, sent_at)
+        conversation.last_buyer_message_at = max(conversation.last_buyer_message_at or sent_at, sent_at)
         conversation.unread_count = (conversation.unread_count or 0) + 1
         customer.last_seen_at = now
     return StoredMessage(message, conversation, created=created, new_conversation=new_conversation and created)

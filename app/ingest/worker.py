@@ -19,7 +19,7 @@ EXTENSION_KEY = "channeldesk.inbox_workers"
 
 
 class InboxWorkers:
-    def __init__(self, app: Flask, threads: int = 4, batch: int = 20):
+    def __init__(self, app: Flask, threads: int = 4, batch: int = 10):
         self.app = app
         self.batch = batch
         self.wake_event = threading.Event()
@@ -56,12 +56,12 @@ class InboxWorkers:
         with self.app.app_context():
             try:
                 while not self.stopping.is_set():
-                    ids = inbox.claim(self.batch)
-                    if not ids:
+                    claimed = inbox.claim(self.batch)
+                    if not claimed.ids:
                         break
-                    if len(ids) == self.batch:
+                    if len(claimed.ids) == self.batch:
                         self.wake_event.set()  # more waiting: let the other threads help
-                    handled += inbox.process_claimed(ids)
+                    handled += inbox.process_claimed(claimed)
             finally:
                 db.session.remove()
         return handled

@@ -46,6 +46,8 @@ class InboxEvent(ShopScoped, IdMixin, Base):
     status: Mapped[InboxStatus] = mapped_column(_enum(InboxStatus), default=InboxStatus.PENDING)
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Which claim holds the event while processing: only that worker may finish it.
+    claim_token: Mapped[str | None] = mapped_column(sa.String(32))
     last_error: Mapped[str | None] = mapped_column(sa.Text)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     processed_at: Mapped[datetime | None]

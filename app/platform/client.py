@@ -8,7 +8,7 @@ Every call is ``POST <base><path>?access_token=TOKEN`` with a JSON body and answ
 | 0                       | return the body                                                            |
 | -1 (busy), HTTP 5xx,    | retry with exponential backoff and jitter, then ``PlatformUnavailable``    |
 | timeouts, resets        |                                                                            |
-| 45011 (minute quota)    | back off (to the next minute, bounded), then ``RateLimited``               |
+| 45011 (minute quota)    | wait for the next minute once if it is near, else ``RateLimited(until)``   |
 | 40001, 40014, 42001     | fetch a fresh token once, retry the call once, then ``TokenRejected``      |
 | 45009 (daily quota)     | record an ``ApiBlock`` until the shop's next day, raise ``QuotaExhausted`` |
 | 48001, 61007            | record an ``ApiBlock`` (setup problem), raise ``NotAuthorized``            |
@@ -55,13 +55,26 @@ FORCE_REFRESH_SPACING = timedelta(seconds=30)
 
 
 class PlatformError(Exception):
-    """A call to the platform failed; ``errcode``/``errmsg`` are the platform's when it answered."""
+    """A call to the platform failed; ``errcode``/``errmsg`` are the platform's when it answered.
 
-    def __init__(self, message: str, *, api: str = "", errcode: int | None = None, errmsg: str | None = None):
+    ``until`` is set when the API may not be called again before a known time (quota, a block):
+    callers defer their work to then instead of counting it as a failure.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        api: str = "",
+        errcode: int | None = None,
+        errmsg: str | None = None,
+        until: datetime | None = None,
+    ):
         super().__init__(message)
         self.api = api
         self.errcode = errcode
         self.errmsg = errmsg
+        self.until = until
 
     @property
     def retryable(self) -> bool:
@@ -158,12 +171,12 @@ class TokenStore:
             session.execute(stmt)
 
     def block(self, shop_id: int, api: str, errcode: int, errmsg: str, until: datetime) -> None:
+        values = {"errcode": errcode, "errmsg": errmsg, "blocked_until": until, "created_at": utcnow()}
+        dialect_insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        stmt = dialect_insert(ApiBlock.__table__).values(shop_id=shop_id, api=api, **values)
+        stmt = stmt.on_conflict_do_update(index_elements=["shop_id", "api"], set_=values)
         with Session(self.engine) as session, session.begin():
-            row = session.scalar(sa.select(ApiBlock).where(ApiBlock.shop_id == shop_id, ApiBlock.api == api))
-            if row is None:
-                row = ApiBlock(shop_id=shop_id, api=api)
-                session.add(row)
-            row.errcode, row.errmsg, row.blocked_until, row.created_at = errcode, errmsg, until, utcnow()
+            session.execute(stmt)
 
     def blocked(self, shop_id: int, api: str) -> ApiBlock | None:
         with Session(self.engine, expire_on_commit=False) as session:
@@ -261,9 +274,11 @@ class PlatformClient:
                 api=api,
                 errcode=block.errcode,
                 errmsg=block.errmsg,
+                until=block.blocked_until,
             )
         token = self.access_token()
         token_retried = False
+        waited_for_minute = False
         attempt = 0
         while True:
             attempt += 1
@@ -285,17 +300,34 @@ class PlatformClient:
             if errcode == BUSY and attempt < self.max_attempts:
                 self.sleep(self._backoff(attempt))
                 continue
-            if errcode == MINUTE_QUOTA and attempt < self.max_attempts:
-                self.sleep(self._until_next_minute())
-                continue
+            if errcode == MINUTE_QUOTA:
+                wait = self._until_next_minute()
+                if not waited_for_minute and wait <= self.rate_limit_wait_cap:
+                    waited_for_minute = True
+                    self.sleep(wait)
+                    continue
+                # Not worth blocking a worker for: the caller defers until the next minute.
+                raise RateLimited(
+                    f"{api}: errcode 45011 {errmsg}".strip(),
+                    api=api,
+                    errcode=errcode,
+                    errmsg=errmsg,
+                    until=utcnow() + timedelta(seconds=wait),
+                )
             raise self._error_for(api, errcode, errmsg)
 
     def _post(self, api: str, body: dict, params: dict | None) -> dict:
         url = self.credentials.base_url.rstrip("/") + api
+        failure = None
         try:
             response = self.http.post(url, json=body, params=params, timeout=self.timeout)
         except (requests.Timeout, requests.ConnectionError) as exc:
-            raise PlatformUnavailable(f"{api}: {type(exc).__name__}: {exc}", api=api) from exc
+            failure = type(exc).__name__
+        if failure is not None:
+            # Raised outside the except block, so the requests exception (its text carries the URL,
+            # and the URL the access token) is not attached as context to be logged or stored.
+            host = self.credentials.base_url.split("//", 1)[-1].split("/", 1)[0]
+            raise PlatformUnavailable(f"{api}: {failure} talking to {host}", api=api)
         if response.status_code >= 500 or response.status_code == 429:
             raise PlatformUnavailable(f"{api}: HTTP {response.status_code}", api=api)
         if response.status_code >= 400:
@@ -309,7 +341,7 @@ class PlatformClient:
         return min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)  # noqa: S311
 
     def _until_next_minute(self) -> float:
-        return min(self.rate_limit_wait_cap, 60.0 - time.time() % 60 + 0.05)
+        return 60.0 - time.time() % 60 + 0.05
 
     def _error_for(self, api: str, errcode: int, errmsg: str) -> PlatformError:
         message = f"{api}: errcode {errcode} {errmsg}".strip()
@@ -319,11 +351,12 @@ class PlatformClient:
             tomorrow = (datetime.now(tz) + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
             self.tokens.block(self.credentials.shop_id, api, errcode, errmsg, tomorrow)
             log.error("shop %s: daily quota of %s reached; paused until %s", self.credentials.shop_id, api, tomorrow)
-            return QuotaExhausted(message, **kwargs)
+            return QuotaExhausted(message, until=tomorrow, **kwargs)
         if errcode in NOT_AUTHORIZED:
-            self.tokens.block(self.credentials.shop_id, api, errcode, errmsg, utcnow() + timedelta(hours=1))
+            until = utcnow() + timedelta(hours=1)
+            self.tokens.block(self.credentials.shop_id, api, errcode, errmsg, until)
             log.error("shop %s: not authorised to call %s (%s)", self.credentials.shop_id, api, errcode)
-            return NotAuthorized(message, **kwargs)
+            return NotAuthorized(message, until=until, **kwargs)
         if errcode in TOKEN_ERRORS:
             return TokenRejected(message, **kwargs)
         if errcode in BAD_REQUEST:
@@ -336,8 +369,11 @@ class PlatformClient:
 
     # --- the APIs the desk uses -----------------------------------------------------------------
 
-    def list_orders(self, start: int, end: int, next_key: str | None = None, page_size: int = 100) -> dict:
-        body: dict[str, Any] = {"update_time_range": {"start_time": start, "end_time": end}, "page_size": page_size}
+    def list_orders(
+        self, start: int, end: int, next_key: str | None = None, page_size: int = 100, by: str = "update"
+    ) -> dict:
+        """Order ids updated (``by="update"``) or created (``by="create"``) in [start, end] (unix seconds)."""
+        body: dict[str, Any] = {f"{by}_time_range": {"start_time": start, "end_time": end}, "page_size": page_size}
         if next_key:
             body["next_key"] = next_key
         return self.call("/channels/ec/order/list/get", body)
@@ -348,8 +384,9 @@ class PlatformClient:
     def decode_address(self, order_id: str) -> dict:
         return self.call("/channels/ec/order/sensitiveinfo/decode", {"order_id": str(order_id)})
 
-    def list_after_sales(self, start: int, end: int, next_key: str | None = None) -> dict:
-        body: dict[str, Any] = {"begin_update_time": start, "end_update_time": end}
+    def list_after_sales(self, start: int, end: int, next_key: str | None = None, by: str = "update") -> dict:
+        """After-sale ids updated or created (``by``) in [start, end]; at most 24 hours apart."""
+        body: dict[str, Any] = {f"begin_{by}_time": start, f"end_{by}_time": end}
         if next_key:
             body["next_key"] = next_key
         return self.call("/channels/ec/aftersale/getaftersalelist", body)

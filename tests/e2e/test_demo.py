@@ -35,4 +35,5 @@ def test_the_demo_shop_reports_a_healthy_connection(live_server, page):
     page.click("text=演示小店")
     page.click("text=测试连接")
     assert "已连接" in page.locator(".flashes").inner_text()
-    assert page.locator("table.table-compact tbody tr").count() == 3, "orders, after-sales, addresses pollers"
+    # Order and after-sale changes, new orders and after-sales, return addresses.
+    assert page.locator("table.table-compact tbody tr").count() == 5

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from app.db import utcnow
 from app.extensions import db
 from app.models import ApiBlock, PlatformToken, Shop
 from app.platform import client_for
@@ -12,6 +13,7 @@ from app.platform.client import (
     ApiBlocked,
     BadRequest,
     BusinessError,
+    Credentials,
     NotAuthorized,
     PlatformUnavailable,
     QuotaExhausted,
@@ -73,14 +75,44 @@ def test_busy_for_too_long_surfaces(app, simulator, client):
     assert len(simulator.platform.calls(sim_shop, "/channels/ec/merchant/address/list")) == api.max_attempts
 
 
-def test_minute_quota_backs_off_then_surfaces(app, simulator, client):
+def test_minute_quota_waits_for_the_next_minute_once_when_it_is_near(app, simulator, client):
     api, sim_shop = client
     waits = []
     api.sleep = waits.append
+    api._until_next_minute = lambda: 3.0
+    api.rate_limit_wait_cap = 10.0
     sim_shop.faults.update(rate_limit_rate=1.0)
-    with pytest.raises(RateLimited):
+    with pytest.raises(RateLimited) as caught:
         api.list_addresses()
-    assert len(waits) == api.max_attempts - 1 and all(w <= api.rate_limit_wait_cap for w in waits)
+    assert waits == [3.0], "one wait for the next minute, not a retry within the same minute"
+    assert caught.value.until is not None and caught.value.retryable
+
+
+def test_minute_quota_far_from_the_next_minute_defers_the_caller(app, simulator, client):
+    api, sim_shop = client
+    waits = []
+    api.sleep = waits.append
+    api._until_next_minute = lambda: 40.0
+    sim_shop.faults.update(rate_limit_rate=1.0)
+    before = utcnow()
+    with pytest.raises(RateLimited) as caught:
+        api.list_addresses()
+    assert waits == [] and 39 <= (caught.value.until - before).total_seconds() <= 41
+    assert len(simulator.platform.calls(sim_shop, "/channels/ec/merchant/address/list")) == 1
+
+
+def test_connection_errors_never_carry_the_access_token(app, simulator, client):
+    api, _ = client
+    api.access_token()
+    api.credentials = Credentials(
+        api.credentials.shop_id, api.credentials.appid, api.credentials.secret, "http://127.0.0.1:9", "Asia/Shanghai"
+    )
+    api.max_attempts = 1
+    with pytest.raises(PlatformUnavailable) as caught:
+        api.list_addresses()
+    token = db.session.get(PlatformToken, api.credentials.shop_id).access_token
+    assert token not in str(caught.value) and "access_token" not in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__context__ is None, "nothing attached to be logged"
 
 
 def test_timeouts_are_retried_then_surface(app, simulator, client):
@@ -138,4 +170,6 @@ def test_ids_are_strings_and_reasons_are_read_from_either_key(app, simulator, cl
     detail = api.get_order(order["order_id"])
     assert detail["order_id"] == order["order_id"]
     assert detail["order_detail"]["delivery_info"]["address_info"]["user_name"] == "林*", "masked by default"
+    assert {r["reject_reason_type"] for r in api.reject_reasons()} >= {1, 2}
+    sim_shop.reason_list_key = "reason_list"  # the documented key
     assert {r["reject_reason_type"] for r in api.reject_reasons()} >= {1, 2}

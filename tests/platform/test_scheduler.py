@@ -25,19 +25,21 @@ def test_reconcile_adds_and_removes_per_shop_jobs(app):
         first, second = make_shop("一号店"), make_shop("二号店")
         db.session.commit()
         ids = (first.id, second.id)
-    sched = jobs.configure(app, BackgroundScheduler(timezone="UTC"))
+    sched = jobs.configure(app, BackgroundScheduler(timezone="UTC", job_defaults=jobs.JOB_DEFAULTS))
+    sched.start(paused=True)  # jobs get their defaults when the scheduler starts; paused: none runs
     jobs.reconcile_job(sched)
     names = {job.id for job in sched.get_jobs()}
     assert {f"sync:{kind}:{shop}" for kind in ("orders", "after_sales", "addresses") for shop in ids} <= names
     assert {"shops:reconcile", "inbox:drain"} <= names
     orders_job = sched.get_job(f"sync:orders:{ids[0]}")
     assert orders_job.trigger.interval.total_seconds() == app.config["POLL_ORDERS_SECONDS"]
-    assert orders_job.max_instances == 1
+    assert orders_job.max_instances == 1 and orders_job.misfire_grace_time is None, "late runs still run"
     with app.app_context():
         db.session.get(Shop, ids[1]).is_active = False
         db.session.commit()
     jobs.reconcile_job(sched)
     assert not any(job.id.endswith(f":{ids[1]}") for job in sched.get_jobs())
+    sched.shutdown(wait=False)
 
 
 def test_the_simulator_serves_on_its_own_port(tmp_path):

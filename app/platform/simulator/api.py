@@ -32,7 +32,7 @@ ROUTES = {
     "/channels/ec/aftersale/getaftersaleorder": lambda p, s, b: p.get_after_sale(s, b.get("after_sale_order_id", "")),
     "/channels/ec/aftersale/acceptapply": lambda p, s, b: p.accept_after_sale(s, b),
     "/channels/ec/aftersale/rejectapply": lambda p, s, b: p.reject_after_sale(s, b),
-    "/channels/ec/aftersale/rejectreason/get": lambda p, s, b: {"reject_reason_list": _reasons()},
+    "/channels/ec/aftersale/rejectreason/get": lambda p, s, b: {s.reason_list_key: _reasons()},
     "/channels/ec/merchant/address/list": lambda p, s, b: p.list_addresses(s, b),
     "/channels/ec/merchant/address/get": lambda p, s, b: p.get_address(s, b),
     "/channels/ec/merchant/address/add": lambda p, s, b: p.add_address(s, b),

@@ -99,6 +99,8 @@ class SimShop:
     calls: deque = field(default_factory=lambda: deque(maxlen=20000))  # (time, api, body, errcode)
     uploads: dict[str, int] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)
+    # The reject reasons' list key: documented as reason_list, reported live as reject_reason_list.
+    reason_list_key: str = "reject_reason_list"
 
 
 REJECT_REASONS = [
@@ -304,6 +306,7 @@ class SimPlatform:
                 raise ApiError(NOT_FOUND, "aftersale order not exist")
             view = _copy(record)
         view.pop("requires_negotiation", None)
+        view.pop("return_address_id", None)  # the simulator's own bookkeeping, not a platform field
         view["deadline"] = max(0, view.pop("deadline_at") - self.now()) if view["status"] in OPEN_AFTER_SALE else 0
         return {"after_sale_order": view}
 
@@ -328,8 +331,10 @@ class SimPlatform:
                 record["status"] = "USER_WAIT_RETURN"
             elif approving and kind == "REFUND":
                 self._refund(shop, record, "MERCHANT_REFUND_SUCCESS")
-            elif status == "MERCHANT_WAIT_RECEIPT" and accept_type in (None, 2):
+            elif status == "MERCHANT_WAIT_RECEIPT" and accept_type == 2:
                 self._refund(shop, record, "MERCHANT_RETURN_SUCCESS")
+            elif status == "MERCHANT_WAIT_RECEIPT":
+                raise ApiError(BAD_BODY, "accept_type 2 confirms receipt of a returned parcel")
             else:
                 raise ApiError(WRONG_STATE, f"cannot accept an after-sale in status {status}")
             self._after_sale_changed(shop, record)

@@ -1,0 +1,194 @@
+"""The inbox under trouble: leases taken over, blocked APIs, failures inside the unit of work."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import timedelta
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from app.db import utcnow
+from app.extensions import db
+from app.ingest import inbox, pollers, store
+from app.models import ApiBlock, Conversation, InboxEvent, InboxStatus, Message, Order, Shop
+from app.platform.simulator.scenario import CATALOGUE, new_buyer
+from app.platform.simulator.state import NOT_FOUND, ApiError
+from tests.factories import make_shop
+from tests.platform.conftest import connect_shop
+
+
+def _message(msg_id: str, create_time: int | None = None) -> dict:
+    return {
+        "ToUserName": "wx",
+        "FromUserName": "o_buyer_1",
+        "CreateTime": create_time or int(utcnow().timestamp()),
+        "MsgType": "event",
+        "Event": "commkf_send_msg_to_kf",
+        "msg_id": msg_id,
+        "msg_type": "text",
+        "text": {"content": "在吗"},
+    }
+
+
+def _receive(shop_id: int, payload: dict) -> None:
+    inbox.receive(shop_id, payload, json.dumps(payload))
+    db.session.commit()
+
+
+@pytest.fixture
+def shops(app):
+    """Two bare shops (no seeded inbox rows)."""
+    with app.app_context():
+        ids = (make_shop("甲店").id, make_shop("乙店").id)
+        db.session.commit()
+        db.session.remove()
+    return ids
+
+
+def _expire_leases() -> None:
+    db.session.execute(sa.update(InboxEvent).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+    db.session.commit()
+
+
+def test_a_claim_whose_lease_was_taken_over_does_nothing(app, shops):
+    with app.app_context():
+        _receive(shops[0], _message("lease-1"))
+        first = inbox.claim()
+        _expire_leases()  # the first worker stalled past its lease
+        second = inbox.claim()
+        assert first.ids == second.ids and first.token != second.token
+        assert inbox.process_claimed(second) == 1
+        assert inbox.process_claimed(first) == 0, "the stale claim may not handle it again"
+        assert db.session.scalar(sa.select(sa.func.count()).where(Message.platform_msg_id == "lease-1")) == 1
+        assert db.session.scalar(sa.select(InboxEvent.status)) == InboxStatus.DONE
+        db.session.remove()
+
+
+def test_work_of_a_claim_taken_over_mid_way_is_rolled_back(app, shops, monkeypatch):
+    with app.app_context():
+        _receive(shops[0], _message("lease-2"))
+        claimed = inbox.claim()
+        real_handle = inbox.handle
+
+        def handle_while_losing_the_lease(shop, payload):
+            with db.engine.begin() as conn:  # another worker takes the event over meanwhile
+                conn.execute(sa.update(InboxEvent.__table__).values(claim_token="someone-else"))
+            return real_handle(shop, payload)
+
+        monkeypatch.setattr(inbox, "handle", handle_while_losing_the_lease)
+        assert inbox.process_claimed(claimed) == 0
+        assert db.session.scalar(sa.select(sa.func.count()).where(Message.platform_msg_id == "lease-2")) == 0
+        assert db.session.scalar(sa.select(InboxEvent.status)) == InboxStatus.PROCESSING
+        db.session.remove()
+
+
+def test_any_failure_inside_the_unit_is_counted_and_retried(app, shops, monkeypatch):
+    with app.app_context():
+        _receive(shops[0], _message("boom-1"))
+
+        def explode(shop_id, payload):
+            raise RuntimeError("database said no")
+
+        monkeypatch.setattr(store, "store_buyer_message", explode)
+        assert inbox.process_claimed(inbox.claim()) == 0
+        event = db.session.scalar(sa.select(InboxEvent))
+        assert (event.status, event.attempts) == (InboxStatus.PENDING, 1)
+        assert "database said no" in event.last_error
+        db.session.remove()
+
+
+def test_a_blocked_api_defers_events_without_failing_them(app, simulator, desk):
+    shop_id, sim_shop = connect_shop(app, simulator, None)
+    until = utcnow() + timedelta(hours=3)
+    with app.app_context():
+        db.session.add(
+            ApiBlock(shop_id=shop_id, api="/channels/ec/order/get", errcode=45009, errmsg="quota", blocked_until=until)
+        )
+        order_id = simulator.platform.place_order(
+            sim_shop, new_buyer(simulator.platform, sim_shop, random.Random(1)), [dict(CATALOGUE[0])]
+        )["order_id"]
+        _receive(shop_id, {"Event": "channels_ec_order_pay", "order_info": {"order_id": order_id}})
+        inbox.process_claimed(inbox.claim())
+        event = db.session.scalar(sa.select(InboxEvent))
+        assert event.status == InboxStatus.PENDING and event.attempts == 0
+        assert abs((event.next_attempt_at - until).total_seconds()) < 1
+        assert not simulator.platform.calls(sim_shop, "/channels/ec/order/get"), "not called while blocked"
+        db.session.remove()
+
+
+def test_a_buyer_message_keeps_the_time_the_buyer_sent_it(app, shops):
+    with app.app_context():
+        sent = int((utcnow() - timedelta(hours=2)).timestamp())
+        _receive(shops[1], _message("late-1", create_time=sent))  # re-delivered two hours late
+        inbox.process_claimed(inbox.claim())
+        message = db.session.scalar(sa.select(Message).where(Message.platform_msg_id == "late-1"))
+        conversation = db.session.get(Conversation, message.conversation_id)
+        assert int(conversation.last_buyer_message_at.timestamp()) == sent
+        db.session.remove()
+
+
+def test_an_item_the_platform_refuses_for_good_does_not_pin_the_cursor(app, simulator, polled_shop, monkeypatch):
+    shop_id, sim_shop = polled_shop
+    rng = random.Random(2)
+    orders = [
+        simulator.platform.place_order(sim_shop, new_buyer(simulator.platform, sim_shop, rng), [dict(CATALOGUE[0])])
+        for _ in range(4)
+    ]
+    ghost = orders[1]["order_id"]
+    real_get = simulator.platform.get_order
+
+    def get_order(shop, order_id):
+        if str(order_id) == ghost:
+            raise ApiError(NOT_FOUND, "order not exist")
+        return real_get(shop, order_id)
+
+    monkeypatch.setattr(simulator.platform, "get_order", get_order)
+    with app.app_context():
+        result = pollers.sync_orders(db.session.get(Shop, shop_id))
+        stored = set(db.session.scalars(sa.select(Order.order_id)))
+        assert stored == {o["order_id"] for o in orders} - {ghost}
+        health = {h["kind"]: h for h in pollers.health(shop_id)}
+        assert health["orders"]["lag_seconds"] < 5, "the cursor moved past the refused item"
+        assert "refused" in health["orders"]["last_error"] and ghost in result.errors[0]
+        db.session.remove()
+
+
+def test_an_oversized_chunked_push_is_refused_unread(app, desk, world):
+    with app.app_context():
+        key = db.session.get(Shop, world.a.shop_id).webhook_key
+        db.session.remove()
+
+    def body():
+        for _ in range(64):
+            yield b"x" * 8192  # 512 KiB, no Content-Length: sent chunked
+
+    response = requests.post(f"{desk.url}/webhooks/{key}?encrypt_type=aes", data=body(), timeout=10)
+    assert (response.status_code, response.text) == (413, "too_large")
+
+
+def test_a_deadlock_victim_is_stored_again_and_other_errors_are_not_retried(app, shops):
+    from sqlalchemy.exc import OperationalError
+
+    class Deadlock(Exception):
+        sqlstate = "40P01"
+
+    calls = []
+
+    def write_once_deadlocked():
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("UPDATE orders ...", {}, Deadlock("deadlock detected"))
+        return store.Upserted(row=None, created=False, changed=True)
+
+    with app.app_context():
+        assert pollers._store_one(write_once_deadlocked).changed and len(calls) == 2
+
+        def broken():
+            raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+
+        with pytest.raises(OperationalError):
+            pollers._store_one(broken)
+        db.session.remove()
