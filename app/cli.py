@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import click
@@ -106,6 +107,8 @@ def serve_command(host, port):
     from app.extensions import socketio
 
     app = current_app._get_current_object()
+    # One line per request (the simulator's included, tokens in their URLs) drowns the demo's log.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     embedded.start(app, host, port)
     # Flask refuses app.run() inside its CLI (it expects `flask run`); this command is the server.
     os.environ.pop("FLASK_RUN_FROM_CLI", None)

@@ -14,6 +14,7 @@ def test_console_lists_conversations_and_opens_one(world, login):
     assert world.a.nickname in inbox and f"/conversations/{world.a.conversation_id}" in inbox
     page = client.get(f"/conversations/{world.a.conversation_id}").get_data(as_text=True)
     assert world.a.message_text in page and "回复A：今天发货" in page
+    assert f'<div class="bubble">{world.a.message_text}</div>' in page, "no stray whitespace in pre-wrap bubbles"
     assert world.a.order_id in page and "商品A" in page and "¥129.00" in page and "待发货" in page
     assert "黑色" in page, "SKU attributes show beside the item"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -249,3 +249,25 @@ def test_a_stale_detail_never_overwrites_a_newer_one(app, world):
         newer = store.upsert_order(world.a.shop_id, {**base, "status": 100, "update_time": 1_700_000_900})
         assert newer.changed and row.status == 100
         db.session.rollback()
+
+
+def test_a_new_order_that_changed_again_after_the_window_is_found_by_creation_time(app, simulator, polled_shop):
+    shop_id, sim_shop = polled_shop
+    real_clock = simulator.platform.clock
+    created = real_clock() - 600
+    try:
+        simulator.platform.clock = lambda: created
+        buyer = new_buyer(simulator.platform, sim_shop, random.Random(8))
+        order = simulator.platform.place_order(sim_shop, buyer, [dict(CATALOGUE[2])])
+        simulator.platform.clock = lambda: created + 120  # a refund request two minutes later
+        simulator.platform.open_after_sale(sim_shop, order["order_id"], "REFUND")
+    finally:
+        simulator.platform.clock = real_clock
+    with app.app_context():
+        shop = db.session.get(Shop, shop_id)
+        # A run whose window ends between the order's creation and its change.
+        window_end = datetime.fromtimestamp(created + 60, UTC)
+        result = pollers.sync_orders(shop, until=window_end)
+        stored = db.session.scalar(sa.select(Order).where(Order.order_id == order["order_id"]))
+        assert stored is not None and result.discovered == 1, "found by the creation-time pass"
+        db.session.remove()
