@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -261,12 +260,3 @@ def announce_after_sale(shop_id: int, result: store.Upserted) -> Announcement:
         "created": result.created,
     }
     return lambda: events.emit(events.after_sale_changed, shop_id, **ids)
-
-
-def backlog() -> dict[str, int]:
-    rows = db.session.execute(sa.select(InboxEvent.status, sa.func.count()).group_by(InboxEvent.status)).all()
-    return {str(status): count for status, count in rows}
-
-
-def payload_text(payload: dict) -> str:
-    return json.dumps(payload, ensure_ascii=False, sort_keys=True)

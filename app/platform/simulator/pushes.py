@@ -14,6 +14,7 @@ import logging
 import secrets
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
@@ -47,7 +48,8 @@ class PushSender:
         self.delivered = 0
         self.failed_attempts = 0
         self.dropped = 0
-        self.log: list[tuple[float, str, dict]] = []  # (sent at, appid, payload) of accepted deliveries
+        # (sent at, appid, payload) of the latest accepted deliveries; bounded for a demo that runs for days.
+        self.log: deque[tuple[float, str, dict]] = deque(maxlen=10_000)
         self._in_flight = 0
         self._threads = [threading.Thread(target=self._run, name=f"sim-push-{i}", daemon=True) for i in range(workers)]
         for thread in self._threads:
