@@ -10,13 +10,8 @@ from app.models import Role, Shop, User
 from tests.factories import AES_KEY
 
 
-def _run(app, *args, input=None):
-    result = app.test_cli_runner().invoke(args=list(args), input=input)
-    return result
-
-
-def test_shops_add_and_list_mask_the_secret(app):
-    result = _run(
+def _add_beijing_shop(app, secret: str):
+    return _run(
         app,
         "shops",
         "add",
@@ -25,12 +20,21 @@ def test_shops_add_and_list_mask_the_secret(app):
         "--appid",
         "wx00000000000000ab",
         "--secret",
-        "super-secret-value-9876",
+        secret,
         "--token",
         "tok",
         "--aes-key",
         AES_KEY,
     )
+
+
+def _run(app, *args, input=None):
+    result = app.test_cli_runner().invoke(args=list(args), input=input)
+    return result
+
+
+def test_shops_add_and_list_mask_the_secret(app):
+    result = _add_beijing_shop(app, secret="super-secret-value-9876")
     assert result.exit_code == 0, result.output
     assert "/webhooks/" in result.output
     listing = _run(app, "shops", "list").output
@@ -49,21 +53,7 @@ def test_shops_add_rejects_bad_input(app):
 
 
 def test_users_create_with_shops(app):
-    _run(
-        app,
-        "shops",
-        "add",
-        "--name",
-        "北京店",
-        "--appid",
-        "wx00000000000000ab",
-        "--secret",
-        "s" * 20,
-        "--token",
-        "tok",
-        "--aes-key",
-        AES_KEY,
-    )
+    _add_beijing_shop(app, secret="s" * 20)
     result = _run(
         app,
         "users",
@@ -116,21 +106,7 @@ def test_demo_seed_is_refused_in_production(database_url):
 def test_rekey_moves_credentials_to_the_newest_key(app):
     from cryptography.fernet import Fernet
 
-    _run(
-        app,
-        "shops",
-        "add",
-        "--name",
-        "北京店",
-        "--appid",
-        "wx00000000000000ab",
-        "--secret",
-        "rotate-me-please",
-        "--token",
-        "tok",
-        "--aes-key",
-        AES_KEY,
-    )
+    _add_beijing_shop(app, secret="rotate-me-please")
     old_key = secretbox.derive_key(app.config["SECRET_KEY"]).decode()
     new_key = Fernet.generate_key().decode()
     try:

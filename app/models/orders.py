@@ -24,14 +24,6 @@ class OrderStatus(enum.IntEnum):
     CANCELLED_ALL_AFTER_SOLD = 200
     CANCELLED = 250
 
-    @property
-    def is_cancelled(self) -> bool:
-        return self >= 190
-
-    @property
-    def is_shipped(self) -> bool:
-        return self in (OrderStatus.PARTLY_SHIPPED, OrderStatus.SHIPPED, OrderStatus.COMPLETED)
-
 
 class AfterSaleType(enum.StrEnum):
     REFUND = "REFUND"  # refund only
@@ -58,12 +50,8 @@ class AfterSaleStatus(enum.StrEnum):
     MERCHANT_REFUND_RETRY_FAIL = "MERCHANT_REFUND_RETRY_FAIL"
     MERCHANT_FAIL = "MERCHANT_FAIL"
 
-    @property
-    def is_open(self) -> bool:
-        """Still needs someone: the merchant, the buyer or the platform has a step left."""
-        return self in OPEN_AFTER_SALE_STATUSES
 
-
+# Still needs someone: the merchant, the buyer or the platform has a step left.
 OPEN_AFTER_SALE_STATUSES = frozenset(
     {
         AfterSaleStatus.MERCHANT_PROCESSING,
@@ -112,13 +100,6 @@ class Order(ShopScoped, IdMixin, TimestampMixin, Base):
     items = relationship(
         "OrderItem", cascade="all, delete-orphan", lazy="selectin", order_by="OrderItem.id", back_populates="order"
     )
-
-    @property
-    def status_enum(self) -> OrderStatus | None:
-        try:
-            return OrderStatus(self.status)
-        except ValueError:
-            return None
 
 
 class OrderItem(ShopScoped, IdMixin, Base):

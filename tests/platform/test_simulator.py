@@ -127,3 +127,20 @@ def test_unanswered_pushes_are_retried_until_acknowledged(app, simulator, desk):
         return found == 20
 
     assert wait_until(stored, timeout=15)
+
+
+def test_orders_are_paid_shipped_and_cancelled_as_the_platform_reports_them(api):
+    client, sim_shop, platform = api
+    buyer = new_buyer(platform, sim_shop, random.Random(7))
+    unpaid = platform.place_order(sim_shop, buyer, [dict(CATALOGUE[1])], paid=False)
+    detail = client.get_order(unpaid["order_id"])
+    assert detail["status"] == 10 and not detail["order_detail"]["pay_info"]
+    platform.pay_order(sim_shop, unpaid["order_id"])
+    detail = client.get_order(unpaid["order_id"])
+    assert detail["status"] == 20 and detail["order_detail"]["pay_info"]["pay_time"]
+    platform.ship_order(sim_shop, unpaid["order_id"])
+    shipped = client.get_order(unpaid["order_id"])["order_detail"]["delivery_info"]
+    assert shipped["delivery_product_info"][0]["waybill_id"] and shipped["ship_done_time"]
+    other = platform.place_order(sim_shop, buyer, [dict(CATALOGUE[0])])
+    platform.cancel_order(sim_shop, other["order_id"])
+    assert client.get_order(other["order_id"])["status"] == 250
