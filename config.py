@@ -111,6 +111,18 @@ class Config:
     # Start inbox workers in web processes (they wake on each received push). Off: only the
     # scheduler process works the inbox, a second later.
     INBOX_WORKERS_IN_WEB = env_bool("INBOX_WORKERS_IN_WEB", True)
+    # Outbox (calls to the platform: replies, after-sale actions): attempts on retryable errors
+    # (busy, unavailable) before a call fails visibly; backoff doubles from the base, max 60 s.
+    OUTBOX_MAX_ATTEMPTS = env_int("OUTBOX_MAX_ATTEMPTS", 5)
+    OUTBOX_RETRY_BASE_SECONDS = float(env_str("OUTBOX_RETRY_BASE_SECONDS", "1"))
+    OUTBOX_WORKER_THREADS = env_int("OUTBOX_WORKER_THREADS", 4)
+
+    # Agent console. Assignment: a conversation waits in the queue when no online agent serving its
+    # shop has capacity. Auto-replies may use at most this many of the platform's 5 messages per
+    # buyer turn, so agents always keep the rest.
+    AUTO_REPLY_BUDGET = env_int("AUTO_REPLY_BUDGET", 2)
+    # Where images agents send are kept (the platform keeps its copy 14 days).
+    MEDIA_DIR = env_str("MEDIA_DIR", str(BASE_DIR / "instance" / "media"))
 
     # The bundled platform simulator, mounted under /sim (never in production).
     SIMULATOR_ENABLED = False
@@ -152,6 +164,8 @@ class TestingConfig(Config):
     SYNC_OVERLAP_SECONDS = 5
     INBOX_WORKER_THREADS = 2
     INBOX_RETRY_BASE_SECONDS = 0.05
+    OUTBOX_RETRY_BASE_SECONDS = 0.05
+    OUTBOX_WORKER_THREADS = 2
     LOG_LEVEL = "WARNING"
 
 

@@ -78,8 +78,10 @@ def _init_web(app: Flask) -> None:
     access.init_app(app)
     i18n.init_app(app)
     web.init_app(app)
+    from app.desk import install as install_desk
     from app.desk import sockets
 
+    install_desk()
     sockets.register()  # before init_app: handlers are bound to each new server from the list
     socketio.init_app(
         app,
@@ -105,8 +107,10 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(returns_bp, url_prefix="/return-addresses")
     app.register_blueprint(sla_bp, url_prefix="/sla")
     app.register_blueprint(settings_bp, url_prefix="/settings")
+    from app.desk.api import bp as desk_api_bp
     from app.ingest import bp as ingest_bp
 
+    app.register_blueprint(desk_api_bp)
     app.register_blueprint(ingest_bp)
     if app.config.get("SIMULATOR_ENABLED"):
         _mount_simulator(app)

@@ -41,8 +41,11 @@ def scheduler_command():
     from app.ingest import worker
 
     app = current_app._get_current_object()
+    from app.desk import realtime
+
+    realtime.use_write_only(app)  # this process serves no browsers: emit through Redis
     worker.start_workers(app)
-    click.echo("scheduler running: pollers per shop, inbox workers")
+    click.echo("scheduler running: pollers per shop, inbox and outbox workers, assignment queue")
     scheduler.configure(app, BlockingScheduler(timezone="UTC", job_defaults=scheduler.JOB_DEFAULTS)).start()
 
 

@@ -19,6 +19,12 @@ order_changed = signals.signal("order-changed")  # order_pk, order_id, status, c
 after_sale_changed = signals.signal("after-sale-changed")  # after_sale_pk, after_sale_order_id, status, type, created
 buyer_message_received = signals.signal("buyer-message-received")  # conversation_id, message_id, new_conversation
 addresses_synced = signals.signal("addresses-synced")  # count, deleted
+# The console's changes, as plain dicts ready to send (see app/desk/views.py and docs/api.md).
+# conversation (summary), reason, message (dict or None), notify_user_ids (assignees before and after)
+conversation_changed = signals.signal("conversation-changed")
+message_changed = signals.signal("message-changed")  # message (dict), created (bool)
+# sender: 0 (not a shop). user_id, presence, shop_ids (None: every shop)
+presence_changed = signals.signal("presence-changed")
 
 
 def emit(signal, shop_id: int, **kwargs) -> None:

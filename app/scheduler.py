@@ -1,4 +1,5 @@
-"""Background jobs (APScheduler 3.x): per-shop pollers and the inbox safety net.
+"""Background jobs (APScheduler 3.x): per-shop pollers, the inbox and outbox safety nets, the
+assignment queue's periodic drain.
 
 One scheduler per deployment: embedded in `flask serve` for the demo, or `flask scheduler` as its own
 process in production (a lock that makes a second one wait arrives with the production-shape work).
@@ -50,6 +51,28 @@ def drain_inbox_job() -> None:
 
     # A one-off drain in this thread: covers processes that run no inbox worker threads.
     InboxWorkers(_app, threads=0).drain()
+
+
+def drain_outbox_job() -> None:
+    from app.ingest.worker import OutboxWorkers
+
+    OutboxWorkers(_app, threads=0).drain()
+
+
+def assignment_job() -> None:
+    """The queue's safety net: assign what waits (missed triggers, agents back online), prune dead tabs."""
+    from app.desk import assignment
+
+    with _app.app_context():
+        try:
+            assignment.prune_connections()
+            assigned = assignment.drain_queue()
+            if assigned:
+                log.info("assigned %d queued conversations", assigned)
+        except Exception:
+            log.exception("assignment job failed")
+        finally:
+            db.session.remove()
 
 
 def reconcile_job(scheduler: BaseScheduler) -> None:
@@ -106,6 +129,18 @@ def configure(app: Flask, scheduler: BaseScheduler) -> BaseScheduler:
     )
     scheduler.add_job(
         drain_inbox_job, "interval", seconds=2, id="inbox:drain", replace_existing=True, max_instances=1, coalesce=True
+    )
+    scheduler.add_job(
+        drain_outbox_job,
+        "interval",
+        seconds=2,
+        id="outbox:drain",
+        replace_existing=True,
+        max_instances=1,
+        coalesce=True,
+    )
+    scheduler.add_job(
+        assignment_job, "interval", seconds=15, id="desk:assign", replace_existing=True, max_instances=1, coalesce=True
     )
     return scheduler
 

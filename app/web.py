@@ -46,6 +46,8 @@ def error_response(status: int, code: str, message: str):
 
 
 def init_app(app: Flask) -> None:
+    # JSON answers carry Chinese text as UTF-8, not \\u escapes (a third of the size).
+    app.json.ensure_ascii = False
     app.jinja_env.filters["yuan"] = i18n.format_yuan
     app.jinja_env.filters["shoptime"] = i18n.format_shop_time
     app.jinja_env.filters["masked"] = secretbox.mask

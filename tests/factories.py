@@ -108,6 +108,8 @@ def fill_shop(shop: Shop, tag: str, agent: User) -> ShopData:
         last_message_at=t0 + timedelta(minutes=1),
         last_buyer_message_at=t0,
         unread_count=1,
+        last_seq=2,
+        last_message_preview=f"回复{tag}：今天发货",
     )
     db.session.add(conversation)
     db.session.flush()
@@ -119,6 +121,7 @@ def fill_shop(shop: Shop, tag: str, agent: User) -> ShopData:
                 conversation_id=conversation.id,
                 direction=MessageDirection.INBOUND,
                 sender_kind=SenderKind.CUSTOMER,
+                seq=1,
                 text=text,
                 platform_msg_id=f"m_{tag}_1",
                 created_at=t0,
@@ -129,6 +132,7 @@ def fill_shop(shop: Shop, tag: str, agent: User) -> ShopData:
                 direction=MessageDirection.OUTBOUND,
                 sender_kind=SenderKind.AGENT,
                 sender_user_id=agent.id,
+                seq=2,
                 text=f"回复{tag}：今天发货",
                 request_id=f"req_{tag}_1",
                 delivery_state=DeliveryState.SENT,
@@ -262,7 +266,16 @@ def fill_shop(shop: Shop, tag: str, agent: User) -> ShopData:
         rule_id=rule.id,
         rule_name=rule.name,
         quick_reply_id=quick.id,
-        markers=[shop.name, customer.nickname, text, order_id, after_sale.after_sale_order_id, address.name, rule.name],
+        markers=[
+            shop.name,
+            customer.nickname,
+            text,
+            order_id,
+            after_sale.after_sale_order_id,
+            address.name,
+            rule.name,
+            quick.content,
+        ],
     )
 
 

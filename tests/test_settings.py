@@ -103,8 +103,8 @@ def test_admin_creates_a_user_who_serves_chosen_shops(app, world, login):
         assert [s.id for s in user.shops] == [world.b.shop_id] and user.capacity == 15
     client = app.test_client()
     client.post("/login", data={"username": "agent_new", "password": "long-enough-pw"})
-    html = client.get("/?view=all").get_data(as_text=True)
-    assert world.b.nickname in html and world.a.nickname not in html
+    rows = client.get("/api/inbox?view=all").get_json()["conversations"]
+    assert [r["customer"]["nickname"] for r in rows] == [world.b.nickname]
 
 
 def test_user_form_errors(app, world, login):

@@ -37,13 +37,22 @@ ROUTES: dict[str, tuple[str, str | None]] = {
     "settings.profile": (SELF, None),
     "settings.change_password": (SELF, None),
     "settings.set_language": (SELF, None),
-    "desk.console": (LIST, "/?view=all"),
+    "desk.console": (SELF, None),
+    "desk_api.inbox": (LIST, "/api/inbox?view=all"),
+    "desk_api.quick_replies": (LIST, "/api/quick-replies?x=1"),
     "orders.queue": (LIST, "/after-sales/?show=all"),
     "rules.index": (LIST, "/rules/"),
     "returns.index": (LIST, "/return-addresses/"),
     "sla.index": (LIST, "/sla/"),
     "settings.shops": (LIST, "/settings/shops"),
     "desk.conversation": (DETAIL, "/conversations/{conversation_id}"),
+    "desk.sidebar": (DETAIL, "/conversations/{conversation_id}/sidebar"),
+    "desk_api.conversation": (DETAIL, "/api/conversations/{conversation_id}"),
+    "desk_api.messages": (DETAIL, "/api/conversations/{conversation_id}/messages"),
+    # Detail routes needing an upload: their cross-shop checks are in tests/desk/test_images.py.
+    "desk_api.send_image": (DETAIL, None),
+    "desk_api.message_image": (DETAIL, None),
+    "desk_api.agents": (DETAIL, "/api/agents?shop={shop_id}"),
     "settings.shop": (DETAIL, "/settings/shops/{shop_id}"),
     "settings.new_shop": (ADMIN, "/settings/shops/new"),
     "settings.users": (ADMIN, "/settings/users"),
@@ -89,7 +98,7 @@ def test_shop_filter_cannot_reach_another_shop(endpoint, world, login):
     assert not [m for m in world.b.markers if m in html]
 
 
-@pytest.mark.parametrize("endpoint", [e for e, (kind, _) in ROUTES.items() if kind == DETAIL])
+@pytest.mark.parametrize("endpoint", [e for e, (kind, path) in ROUTES.items() if kind == DETAIL and path])
 def test_detail_pages_of_another_shop_are_not_found(endpoint, app, world, login):
     template = ROUTES[endpoint][1]
     for viewer_shop, target in (("a", world.b), ("b", world.a)):
@@ -119,7 +128,7 @@ def test_admin_pages_refuse_everyone_else(endpoint, app, world, login):
 
 def test_admin_sees_every_shop(world, login):
     client = login("admin")
-    for path in ("/?view=all", "/after-sales/?show=all", "/rules/", "/return-addresses/", "/settings/shops"):
+    for path in ("/api/inbox?view=all", "/after-sales/?show=all", "/rules/", "/return-addresses/", "/settings/shops"):
         html = client.get(path).get_data(as_text=True)
         assert world.a.name in html or world.a.nickname in html
         assert world.b.name in html or world.b.nickname in html
@@ -152,7 +161,10 @@ def test_anonymous_requests_are_sent_to_sign_in(app, world, client):
             continue
         path = path.format(conversation_id=world.a.conversation_id, shop_id=world.a.shop_id, user_id=1)
         response = client.get(path) if "GET" in _methods(app, endpoint) else client.post(path)
-        assert response.status_code == 302 and "/login" in response.headers["Location"], endpoint
+        if path.startswith("/api/"):
+            assert response.status_code == 401 and response.get_json()["error"]["code"] == "unauthorized", endpoint
+        else:
+            assert response.status_code == 302 and "/login" in response.headers["Location"], endpoint
 
 
 # --- The mechanism itself, below the routes ---------------------------------------------------

@@ -30,7 +30,22 @@ def init_app(app: Flask) -> None:
     # "basic": a changed IP (agents behind NAT, mobile hotspots) does not end the session;
     # session fixation is prevented by clearing the session at sign-in instead.
     login_manager.session_protection = "basic"
+    login_manager.unauthorized_handler(_unauthorized)
     app.before_request(_scope_request)
+
+
+def _unauthorized():
+    """Pages redirect to sign-in; the JSON API answers 401 (the console reloads to sign in)."""
+    from flask import flash, redirect, request
+    from flask_babel import gettext
+    from flask_login import login_url
+
+    from app.web import error_response, wants_json
+
+    if wants_json():
+        return error_response(401, "unauthorized", gettext("Please sign in to continue."))
+    flash(str(login_manager.login_message), login_manager.login_message_category)
+    return redirect(login_url(login_manager.login_view, next_url=request.url))
 
 
 @login_manager.user_loader

@@ -56,7 +56,7 @@ def from_unix(value: Any) -> datetime | None:
     return datetime.fromtimestamp(seconds, UTC) if seconds > 0 else None
 
 
-def _locked(stmt: sa.Select) -> sa.Select:
+def locked(stmt: sa.Select) -> sa.Select:
     """Make read-compare-write atomic for the row ``stmt`` selects.
 
     PostgreSQL: a row lock (``FOR UPDATE OF`` the selected entity only: eager joins, like a
@@ -87,7 +87,7 @@ def insert_or_get(model: type, values: dict[str, Any], lookup: sa.Select) -> tup
     dialect_insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
     stmt = dialect_insert(table).values(**values).on_conflict_do_nothing().returning(table.c.id)
     new_id = db.session.execute(stmt).scalar()
-    return db.session.scalar(_locked(lookup)), new_id is not None
+    return db.session.scalar(locked(lookup)), new_id is not None
 
 
 def ensure_customer(shop_id: int, openid: str, unionid: str | None = None, nickname: str | None = None) -> Customer:
@@ -128,7 +128,7 @@ def upsert_order(shop_id: int, detail: dict, fetched_at: datetime | None = None)
     updated_at = from_unix(detail.get("update_time")) or from_unix(detail.get("create_time")) or utcnow()
     status = int(detail.get("status", 0))
     lookup = sa.select(Order).where(Order.shop_id == shop_id, Order.order_id == order_id)
-    order = db.session.scalar(_locked(lookup))
+    order = db.session.scalar(locked(lookup))
     created = False
     if order is None:
         order, created = insert_or_get(
@@ -207,7 +207,7 @@ def upsert_after_sale(shop_id: int, detail: dict, fetched_at: datetime | None = 
     updated_at = from_unix(detail.get("update_time")) or from_unix(detail.get("create_time")) or utcnow()
     status = str(detail.get("status", ""))
     lookup = sa.select(AfterSale).where(AfterSale.shop_id == shop_id, AfterSale.after_sale_order_id == after_sale_id)
-    row = db.session.scalar(_locked(lookup))
+    row = db.session.scalar(locked(lookup))
     created = False
     if row is None:
         row, created = insert_or_get(
@@ -291,6 +291,13 @@ def upsert_address(shop_id: int, detail: dict) -> ReturnAddress:
 # --- buyer messages -------------------------------------------------------------------------------
 
 
+def message_preview(msg_type: str, text: str | None) -> str:
+    """The inbox's one-line preview: the text, or the type in brackets ([image], [order_share])."""
+    if msg_type in ("text", "note") and text:
+        return " ".join(text.split())[:200]
+    return f"[{msg_type}]"
+
+
 @dataclass
 class StoredMessage:
     message: Message
@@ -312,7 +319,7 @@ def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
     open_lookup = sa.select(Conversation).where(
         Conversation.customer_id == customer.id, Conversation.status == ConversationStatus.OPEN
     )
-    conversation = db.session.scalar(_locked(open_lookup))
+    conversation = db.session.scalar(locked(open_lookup))
     new_conversation = False
     if conversation is None:
         conversation, new_conversation = insert_or_get(
@@ -331,6 +338,8 @@ def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
         {
             "shop_id": shop_id,
             "conversation_id": conversation.id,
+            # The conversation row is locked: numbering in commit order (a retry re-runs the whole).
+            "seq": conversation.last_seq + 1,
             "direction": MessageDirection.INBOUND,
             "sender_kind": SenderKind.CUSTOMER,
             "msg_type": msg_type,
@@ -344,8 +353,19 @@ def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
         sa.select(Message).where(Message.shop_id == shop_id, Message.platform_msg_id == msg_id),
     )
     if created:
+        conversation.last_seq = message.seq
         conversation.last_message_at = max(conversation.last_message_at or sent_at, sent_at)
-        conversation.last_buyer_message_at = max(conversation.last_buyer_message_at or sent_at, sent_at)
+        conversation.last_message_preview = message_preview(msg_type, message.text)
+        conversation.last_message_direction = MessageDirection.INBOUND.value
+        if conversation.last_buyer_message_at is None or sent_at >= conversation.last_buyer_message_at:
+            conversation.last_buyer_message_at = sent_at
+            # The buyer spoke: the platform's 5-replies-in-48-hours budget starts again.
+            conversation.replies_since_buyer = 0
+            conversation.auto_replies_since_buyer = 0
         conversation.unread_count = (conversation.unread_count or 0) + 1
+        if conversation.waiting_since is None:
+            conversation.waiting_since = sent_at
+        if conversation.assignee_id is None and conversation.queued_at is None:
+            conversation.queued_at = now
         customer.last_seen_at = now
     return StoredMessage(message, conversation, created=created, new_conversation=new_conversation and created)

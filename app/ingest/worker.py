@@ -1,13 +1,16 @@
-"""Background inbox workers: threads that process received pushes as soon as they are stored.
+"""Background queue workers: threads that work the inbox (received pushes) and the outbox (calls to
+the platform) as soon as something is stored.
 
-The webhook route wakes them after each commit, so a push is usually handled within milliseconds;
-they also look every second on their own (events due for a retry, other processes' expired leases).
+The webhook route wakes the inbox workers after each commit and the console wakes the outbox workers
+after each queued reply, so work is usually picked up within milliseconds; they also look every second
+on their own (retries falling due, other processes' expired leases).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from flask import Flask
 
@@ -16,17 +19,29 @@ from app.ingest import inbox
 
 log = logging.getLogger(__name__)
 EXTENSION_KEY = "channeldesk.inbox_workers"
+OUTBOX_KEY = "channeldesk.outbox_workers"
 
 
-class InboxWorkers:
-    def __init__(self, app: Flask, threads: int = 4, batch: int = 10):
+class QueueWorkers:
+    """Threads that claim and process a durable queue (``claim(batch)`` -> Claim, ``process(claim)``)."""
+
+    def __init__(
+        self,
+        app: Flask,
+        claim: Callable,
+        process: Callable,
+        threads: int = 4,
+        batch: int = 10,
+        name: str = "queue",
+    ):
         self.app = app
+        self.claim, self.process = claim, process
         self.batch = batch
         self.wake_event = threading.Event()
         self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self._run, name=f"inbox-{i}", daemon=True) for i in range(threads)]
+        self.threads = [threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True) for i in range(threads)]
 
-    def start(self) -> InboxWorkers:
+    def start(self) -> QueueWorkers:
         for thread in self.threads:
             thread.start()
         return self
@@ -47,43 +62,68 @@ class InboxWorkers:
             try:
                 self.drain()
             except Exception:
-                log.exception("inbox worker failed; retrying in a second")
+                log.exception("%s worker failed; retrying in a second", threading.current_thread().name)
                 self.stopping.wait(1.0)
 
     def drain(self) -> int:
-        """Process until nothing is due; returns how many events were handled."""
+        """Process until nothing is due; returns how many items were handled."""
         handled = 0
         with self.app.app_context():
             try:
                 while not self.stopping.is_set():
-                    claimed = inbox.claim(self.batch)
+                    claimed = self.claim(self.batch)
                     if not claimed.ids:
                         break
                     if len(claimed.ids) == self.batch:
                         self.wake_event.set()  # more waiting: let the other threads help
-                    handled += inbox.process_claimed(claimed)
+                    handled += self.process(claimed)
             finally:
                 db.session.remove()
         return handled
 
 
-def start_workers(app: Flask, threads: int | None = None) -> InboxWorkers:
-    """Start (once per app) the inbox workers of this process."""
-    workers = app.extensions.get(EXTENSION_KEY)
-    if workers is None:
-        workers = InboxWorkers(app, threads=threads or app.config["INBOX_WORKER_THREADS"]).start()
-        app.extensions[EXTENSION_KEY] = workers
+def InboxWorkers(app: Flask, threads: int = 4, batch: int = 10) -> QueueWorkers:  # noqa: N802 (a factory)
+    return QueueWorkers(app, inbox.claim, inbox.process_claimed, threads=threads, batch=batch, name="inbox")
+
+
+def OutboxWorkers(app: Flask, threads: int = 4, batch: int = 5) -> QueueWorkers:  # noqa: N802 (a factory)
+    from app import outbox
+
+    return QueueWorkers(app, outbox.claim, outbox.process_claimed, threads=threads, batch=batch, name="outbox")
+
+
+def start_workers(app: Flask, threads: int | None = None) -> QueueWorkers:
+    """Start (once per app) this process's inbox and outbox workers; returns the inbox's."""
+    with _start_lock:
+        workers = app.extensions.get(EXTENSION_KEY)
+        if workers is None:
+            workers = InboxWorkers(app, threads=threads or app.config["INBOX_WORKER_THREADS"]).start()
+            app.extensions[EXTENSION_KEY] = workers
+        if app.extensions.get(OUTBOX_KEY) is None:
+            app.extensions[OUTBOX_KEY] = OutboxWorkers(app, threads=app.config["OUTBOX_WORKER_THREADS"]).start()
     return workers
 
 
-_start_lock = threading.Lock()
+_start_lock = threading.RLock()
+
+
+def _ensure_started(app: Flask, key: str) -> QueueWorkers | None:
+    workers = app.extensions.get(key)
+    if workers is None and app.config["INBOX_WORKERS_IN_WEB"] and not app.testing:
+        start_workers(app)
+        workers = app.extensions.get(key)
+    return workers
 
 
 def wake(app: Flask) -> None:
     """Wake this process's inbox workers; web processes start theirs on the first push received."""
-    workers = app.extensions.get(EXTENSION_KEY)
-    if workers is None and app.config["INBOX_WORKERS_IN_WEB"] and not app.testing:
-        with _start_lock:
-            workers = start_workers(app)
+    workers = _ensure_started(app, EXTENSION_KEY)
+    if workers is not None:
+        workers.wake()
+
+
+def wake_outbox(app: Flask) -> None:
+    """Wake this process's outbox workers (started on first use in web processes)."""
+    workers = _ensure_started(app, OUTBOX_KEY)
     if workers is not None:
         workers.wake()

@@ -1,7 +1,16 @@
 """All models, one module per domain. Importing this package registers every table."""
 
 from app.models.audit import AuditLog
-from app.models.chat import Conversation, ConversationStatus, Message, MessageDirection, QuickReply, SenderKind
+from app.models.chat import (
+    AutoReplyConfig,
+    Conversation,
+    ConversationStatus,
+    DeliveryState,
+    Message,
+    MessageDirection,
+    QuickReply,
+    SenderKind,
+)
 from app.models.integration import (
     ApiBlock,
     InboxEvent,
@@ -12,7 +21,7 @@ from app.models.integration import (
     SyncCursor,
 )
 from app.models.orders import AfterSale, AfterSaleStatus, AfterSaleType, Order, OrderItem, OrderStatus
-from app.models.people import Customer, CustomerTag, Role, User, user_shops
+from app.models.people import AgentConnection, Customer, CustomerTag, Role, User, user_shops
 from app.models.returns import AddressBinding, BindingScope, ReturnAddress
 from app.models.rules import Rule, RuleDecision, RuleVersion
 from app.models.shops import Shop
@@ -22,13 +31,16 @@ __all__ = [
     "AfterSale",
     "AfterSaleStatus",
     "AfterSaleType",
+    "AgentConnection",
     "ApiBlock",
     "AuditLog",
+    "AutoReplyConfig",
     "BindingScope",
     "Conversation",
     "ConversationStatus",
     "Customer",
     "CustomerTag",
+    "DeliveryState",
     "InboxEvent",
     "InboxStatus",
     "Message",

@@ -70,6 +70,8 @@ class OutboxCall(ShopScoped, IdMixin, Base):
     status: Mapped[OutboxStatus] = mapped_column(_enum(OutboxStatus), default=OutboxStatus.PENDING)
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Which claim holds the call while it is in flight: only that worker may record its outcome.
+    claim_token: Mapped[str | None] = mapped_column(sa.String(32))
     last_errcode: Mapped[int | None]
     last_error: Mapped[str | None] = mapped_column(sa.Text)
     response: Mapped[dict | None] = mapped_column(JSONType)

@@ -68,6 +68,10 @@ class User(UserMixin, IdMixin, TimestampMixin, Base):
     # Bumped on password change or forced sign-out: every session of the old value ends.
     session_version: Mapped[int] = mapped_column(default=1)
     last_login_at: Mapped[datetime | None]
+    # The agent's own choice (online or away); with no live connection they are offline regardless.
+    presence: Mapped[str] = mapped_column(sa.String(16), default="online")
+    # Assignment gives ties to whoever has waited longest for a conversation.
+    last_assigned_at: Mapped[datetime | None]
 
     shops = relationship("Shop", secondary=user_shops, lazy="selectin", order_by="Shop.id")
 
@@ -108,6 +112,9 @@ class Customer(ShopScoped, IdMixin, Base):
     avatar_url: Mapped[str | None] = mapped_column(sa.String(500))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime | None]
+    # Who last answered this buyer, and when: new conversations stick to them for 24 h.
+    last_agent_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+    last_agent_at: Mapped[datetime | None]
 
     tags = relationship("CustomerTag", cascade="all, delete-orphan", lazy="selectin", order_by="CustomerTag.tag")
 
@@ -123,3 +130,18 @@ class CustomerTag(ShopScoped, Base):
     customer_id: Mapped[int] = mapped_column(sa.ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)
     tag: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AgentConnection(Base):
+    """One live console connection (a browser tab). A user with none is offline.
+
+    Rows are removed on disconnect; a process that dies leaves rows behind, so a connection also
+    counts only while its heartbeat (``seen_at``) is recent.
+    """
+
+    __tablename__ = "agent_connections"
+
+    sid: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    connected_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -265,8 +265,11 @@ class PlatformClient:
 
     # --- calls ----------------------------------------------------------------------------------
 
-    def call(self, api: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST ``api`` with ``body``; returns the answer (errcode 0) with ids as strings."""
+    def call(self, api: str, body: dict[str, Any], files: dict | None = None) -> dict[str, Any]:
+        """POST ``api`` with ``body``; returns the answer (errcode 0) with ids as strings.
+
+        With ``files`` the body goes as multipart form fields next to them (media upload).
+        """
         block = self.tokens.blocked(self.credentials.shop_id, api)
         if block is not None:
             raise ApiBlocked(
@@ -283,7 +286,7 @@ class PlatformClient:
         while True:
             attempt += 1
             try:
-                data = self._post(api, body, params={"access_token": token})
+                data = self._post(api, body, params={"access_token": token}, files=files)
             except PlatformUnavailable:
                 if attempt >= self.max_attempts:
                     raise
@@ -316,11 +319,14 @@ class PlatformClient:
                 )
             raise self._error_for(api, errcode, errmsg)
 
-    def _post(self, api: str, body: dict, params: dict | None) -> dict:
+    def _post(self, api: str, body: dict, params: dict | None, files: dict | None = None) -> dict:
         url = self.credentials.base_url.rstrip("/") + api
         failure = None
         try:
-            response = self.http.post(url, json=body, params=params, timeout=self.timeout)
+            if files:
+                response = self.http.post(url, data=body, files=files, params=params, timeout=self.timeout)
+            else:
+                response = self.http.post(url, json=body, params=params, timeout=self.timeout)
         except (requests.Timeout, requests.ConnectionError) as exc:
             failure = type(exc).__name__
         if failure is not None:
@@ -431,6 +437,15 @@ class PlatformClient:
 
     def delete_address(self, address_id: str) -> None:
         self.call("/channels/ec/merchant/address/delete", {"address_id": address_id})
+
+    def upload_media(self, open_id: str, msg_type: str, filename: str, data: bytes, content_type: str) -> str:
+        """commkf/cosupload: a file for a message to ``open_id``; returns its ``cos_url`` (kept 14 days)."""
+        answer = self.call(
+            "/channels/ec/commkf/cosupload",
+            {"msg_type": msg_type, "open_id": open_id},
+            files={"file": (filename, data, content_type)},
+        )
+        return answer["cos_url"]
 
     def send_message(self, open_id: str, msg_type: str, content: dict, request_id: str | None = None) -> str:
         body: dict[str, Any] = {"open_id": open_id, "msg_type": msg_type, msg_type: content}

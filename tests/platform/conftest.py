@@ -56,10 +56,10 @@ def simulator() -> Iterator[Simulator]:
 def desk(app) -> Iterator[Served]:
     """The desk app on a real port, with its inbox workers running."""
     served = Served(app)
-    workers = worker.start_workers(app)
+    worker.start_workers(app)
     yield served
-    workers.stop()
-    app.extensions.pop(worker.EXTENSION_KEY, None)
+    for key in (worker.EXTENSION_KEY, worker.OUTBOX_KEY):
+        app.extensions.pop(key).stop()
     served.stop()
 
 

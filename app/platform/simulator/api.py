@@ -68,6 +68,8 @@ def _json_body() -> dict:
 
 def _inject_faults(sim: SimPlatform, shop: SimShop, api: str) -> None:
     faults, rng = shop.faults, shop.rng
+    if api in faults.api_errors:
+        raise ApiError(int(faults.api_errors[api]), "injected error")
     if faults.latency_ms:
         time.sleep(faults.latency_ms / 1000 * (0.5 + rng.random()))
     if faults.timeout_rate and rng.random() < faults.timeout_rate:
@@ -94,6 +96,7 @@ def cos_upload():
     sim = platform()
     try:
         shop = sim.check_token(request.args.get("access_token"))
+        _inject_faults(sim, shop, "/channels/ec/commkf/cosupload")
         upload = request.files.get("file")
         if upload is None or not request.form.get("open_id"):
             raise ApiError(BAD_BODY, "multipart file and open_id required")

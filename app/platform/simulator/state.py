@@ -67,6 +67,8 @@ class Faults:
     timeout_seconds: float = 12.0
     duplicate_push_rate: float = 0.0  # a push is delivered twice
     reorder_push_rate: float = 0.0  # a push is held back and delivered after a later one
+    # Permanent errors per API path, e.g. {"/channels/ec/commkf/sendmsg": 47001}; {} clears them.
+    api_errors: dict = field(default_factory=dict)
     seed: int | None = None
 
     def update(self, **values: Any) -> None:
@@ -433,6 +435,8 @@ class SimPlatform:
             raise ApiError(BAD_BODY, f"{msg_type} body required")
         if msg_type == "text" and not str(content.get("content", "")).strip():
             raise ApiError(BAD_BODY, "empty text")
+        if msg_type == "image" and content.get("cos_url") not in shop.uploads:
+            raise ApiError(BAD_BODY, "image cos_url unknown or expired: upload it with commkf/cosupload")
         with self.lock:
             request_id = body.get("request_id")
             if request_id and request_id in shop.request_ids:

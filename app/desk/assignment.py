@@ -1,0 +1,303 @@
+"""Presence and assignment: who is online, who gets a new conversation, the queue, transfers.
+
+Presence: a user is *online* while they have at least one live console connection (a tab, counted in
+``agent_connections``, kept alive by heartbeats) and their own choice is "online"; "away" when they
+chose so; *offline* with no live connection. Several tabs count once.
+
+Assignment of a new (or queued) conversation, in one transaction under the assignment lock:
+1. candidates: active users linked to the conversation's shop who are online, and have fewer open
+   conversations (across all their shops) than their capacity;
+2. the agent who last answered this buyer within 24 hours, if a candidate (sticky);
+3. otherwise the candidate with the fewest open conversations, ties to the one whose last assignment
+   is oldest (the longest idle), then the lowest id.
+Nobody available: the conversation waits in the queue (``queued_at``), drained oldest first whenever
+capacity frees (a resolve, a transfer, an agent coming online) and by a periodic job.
+
+The lock: PostgreSQL ``pg_advisory_xact_lock`` (every web and worker process), so two arrivals never
+both see the same agent's spare capacity; SQLite (one process) a process lock plus its write lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from datetime import timedelta
+
+import sqlalchemy as sa
+from flask_babel import gettext as _
+
+from app import events, tenancy
+from app.db import utcnow
+from app.desk.conversations import Changes, DeskError, lock_conversation
+from app.extensions import db
+from app.ingest.store import locked
+from app.models import AgentConnection, Conversation, ConversationStatus, Customer, Role, User, user_shops
+
+PRESENCE_TTL = timedelta(seconds=75)  # three missed heartbeats (25 s) and a connection no longer counts
+STICKY_FOR = timedelta(hours=24)
+ASSIGNMENT_LOCK_KEY = 0x43484E4C  # "CHNL": one advisory lock for all assignment decisions
+PRESENCE_CHOICES = ("online", "away")
+_sqlite_lock = threading.RLock()
+
+
+@contextmanager
+def assignment_lock():
+    """Serialise assignment decisions until the caller's commit (or rollback) ends the transaction."""
+    if db.engine.dialect.name == "postgresql":
+        db.session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": ASSIGNMENT_LOCK_KEY})
+        yield
+        return
+    with _sqlite_lock:
+        locked(sa.select(User))  # SQLite: take the write lock now, not at the first write
+        try:
+            yield
+        finally:
+            if db.session().in_transaction():
+                db.session.rollback()  # the caller commits inside; anything left is abandoned
+
+
+# --- presence -----------------------------------------------------------------------------------
+
+
+def _live_connection(user_id_column, now):
+    return (
+        sa.select(AgentConnection.sid)
+        .where(AgentConnection.user_id == user_id_column, AgentConnection.seen_at >= now - PRESENCE_TTL)
+        .exists()
+    )
+
+
+def presence_of(user: User) -> str:
+    now = utcnow()
+    live = db.session.scalar(sa.select(_live_connection(sa.literal(user.id), now)))
+    if not live:
+        return "offline"
+    return user.presence if user.presence in PRESENCE_CHOICES else "online"
+
+
+def _shop_ids(user: User) -> list[int] | None:
+    return None if user.role == Role.ADMIN else [shop.id for shop in user.shops]
+
+
+def _announce_presence(user: User, presence: str) -> None:
+    events.emit(events.presence_changed, 0, user_id=user.id, presence=presence, shop_ids=_shop_ids(user))
+
+
+def connected(user_id: int, sid: str) -> str:
+    """A console connection opened; returns the user's presence. Drains the queue if they came online."""
+    now = utcnow()
+    user = db.session.get(User, user_id)
+    before = presence_of(user)
+    db.session.merge(AgentConnection(sid=sid, user_id=user_id, connected_at=now, seen_at=now))
+    db.session.commit()
+    after = presence_of(user)
+    if after != before:
+        _announce_presence(user, after)
+    if after == "online":
+        drain_queue()
+    return after
+
+
+def heartbeat(sid: str) -> None:
+    db.session.execute(sa.update(AgentConnection).where(AgentConnection.sid == sid).values(seen_at=utcnow()))
+    db.session.commit()
+
+
+def disconnected(user_id: int, sid: str) -> None:
+    db.session.execute(sa.delete(AgentConnection).where(AgentConnection.sid == sid))
+    db.session.commit()
+    user = db.session.get(User, user_id)
+    if user is not None and presence_of(user) == "offline":
+        _announce_presence(user, "offline")
+
+
+def set_presence(user: User, presence: str) -> str:
+    if presence not in PRESENCE_CHOICES:
+        raise DeskError("invalid", _("Presence must be online or away."))
+    user.presence = presence
+    db.session.commit()
+    effective = presence_of(user)
+    _announce_presence(user, effective)
+    if effective == "online":
+        drain_queue()
+    return effective
+
+
+def prune_connections() -> int:
+    """Forget connections whose process died (no heartbeat); returns how many."""
+    cutoff = utcnow() - PRESENCE_TTL * 4
+    result = db.session.execute(sa.delete(AgentConnection).where(AgentConnection.seen_at < cutoff))
+    db.session.commit()
+    return result.rowcount or 0
+
+
+def open_counts(user_ids: list[int]) -> dict[int, int]:
+    """Open conversations per user, across every shop (capacity is per person, not per shop)."""
+    if not user_ids:
+        return {}
+    with tenancy.system_scope(db.session()):
+        rows = db.session.execute(
+            sa.select(Conversation.assignee_id, sa.func.count())
+            .where(Conversation.status == ConversationStatus.OPEN, Conversation.assignee_id.in_(user_ids))
+            .group_by(Conversation.assignee_id)
+        ).all()
+    return {user_id: count for user_id, count in rows}
+
+
+def agents_for_shop(shop_id: int) -> list[dict]:
+    """Active users serving the shop, with presence and load (the transfer list)."""
+    now = utcnow()
+    live = _live_connection(User.id, now)
+    rows = db.session.execute(
+        sa.select(User, live.label("live"))
+        .join(user_shops, user_shops.c.user_id == User.id)
+        .where(user_shops.c.shop_id == shop_id, User.is_active)
+        .order_by(User.display_name, User.id)
+    ).all()
+    counts = open_counts([user.id for user, _live in rows])
+    return [
+        {
+            "id": user.id,
+            "name": user.display_name,
+            "role": user.role.value,
+            "presence": (user.presence if user.presence in PRESENCE_CHOICES else "online") if live else "offline",
+            "open_count": counts.get(user.id, 0),
+            "capacity": user.capacity,
+        }
+        for user, live in rows
+    ]
+
+
+# --- assignment ---------------------------------------------------------------------------------
+
+
+def pick_agent(shop_id: int, customer: Customer, exclude: int | None = None) -> User | None:
+    now = utcnow()
+    candidates = db.session.scalars(
+        sa.select(User)
+        .join(user_shops, user_shops.c.user_id == User.id)
+        .where(
+            user_shops.c.shop_id == shop_id,
+            User.is_active,
+            User.presence == "online",
+            User.capacity > 0,
+            _live_connection(User.id, now),
+        )
+    ).all()
+    if exclude is not None:
+        candidates = [user for user in candidates if user.id != exclude]
+    counts = open_counts([user.id for user in candidates])
+    available = [user for user in candidates if counts.get(user.id, 0) < user.capacity]
+    if not available:
+        return None
+    if customer.last_agent_id and customer.last_agent_at and now - customer.last_agent_at <= STICKY_FOR:
+        for user in available:
+            if user.id == customer.last_agent_id:
+                return user
+    epoch = now.replace(year=1970)
+    return min(available, key=lambda u: (counts.get(u.id, 0), u.last_assigned_at or epoch, u.id))
+
+
+def try_assign(conversation_id: int, exclude: int | None = None, message: dict | None = None) -> int | None:
+    """Give an open, unassigned conversation to the best available agent; returns their id or None."""
+    changes = Changes()
+    with tenancy.system_scope(db.session()), assignment_lock():
+        conversation = db.session.scalar(locked(sa.select(Conversation).where(Conversation.id == conversation_id)))
+        if conversation is None or conversation.status != ConversationStatus.OPEN or conversation.assignee_id:
+            db.session.rollback()
+            return None
+        agent = pick_agent(conversation.shop_id, conversation.customer, exclude=exclude)
+        if agent is None:
+            if conversation.queued_at is None:
+                conversation.queued_at = utcnow()
+                db.session.commit()
+            else:
+                db.session.rollback()
+            return None
+        now = utcnow()
+        conversation.assignee_id = agent.id
+        conversation.assigned_at = now
+        conversation.queued_at = None
+        agent.last_assigned_at = now
+        changes.conversation(conversation, "assigned", message)
+        db.session.commit()
+        agent_id = agent.id
+    with tenancy.system_scope(db.session()):
+        changes.announce()
+    return agent_id
+
+
+def drain_queue(limit: int = 200) -> int:
+    """Assign queued conversations, oldest first, while agents have capacity; returns how many."""
+    with tenancy.system_scope(db.session()):
+        queued = db.session.scalars(
+            sa.select(Conversation.id)
+            .where(Conversation.status == ConversationStatus.OPEN, Conversation.assignee_id.is_(None))
+            .order_by(Conversation.queued_at.is_(None), Conversation.queued_at, Conversation.id)
+            .limit(limit)
+        ).all()
+        db.session.commit()
+    assigned = 0
+    for conversation_id in queued:
+        if try_assign(conversation_id) is not None:
+            assigned += 1
+    return assigned
+
+
+def queue_position(conversation: Conversation) -> int | None:
+    if conversation.assignee_id is not None or conversation.queued_at is None:
+        return None
+    with tenancy.system_scope(db.session()):
+        ahead = db.session.scalar(
+            sa.select(sa.func.count()).where(
+                Conversation.shop_id == conversation.shop_id,
+                Conversation.status == ConversationStatus.OPEN,
+                Conversation.assignee_id.is_(None),
+                Conversation.queued_at < conversation.queued_at,
+            )
+        )
+    return (ahead or 0) + 1
+
+
+def assign(actor: User, conversation_id: int, user_id: int | None) -> dict:
+    """Take, transfer, reassign, or return to the queue (``user_id`` None), with the role rules."""
+    from app.desk import views
+
+    changes = Changes()
+    conversation = lock_conversation(conversation_id)
+    previous = conversation.assignee_id
+    is_supervisor = actor.role in (Role.SUPERVISOR, Role.ADMIN)
+    if not is_supervisor and previous not in (None, actor.id):
+        raise DeskError("forbidden", _("Only the assigned agent or a supervisor can transfer this conversation."))
+    if not is_supervisor and previous is None and user_id not in (actor.id, None):
+        raise DeskError("forbidden", _("Take the conversation yourself, or ask a supervisor to assign it."))
+    if conversation.status != ConversationStatus.OPEN:
+        raise DeskError("resolved", _("This conversation is resolved. Reopen it first."))
+    now = utcnow()
+    if user_id is None:
+        conversation.assignee_id = None
+        conversation.assigned_at = None
+        conversation.queued_at = now
+    else:
+        target = db.session.get(User, user_id)
+        serves = (
+            target is not None
+            and target.is_active
+            and (target.role == Role.ADMIN or any(shop.id == conversation.shop_id for shop in target.shops))
+        )
+        if not serves:
+            raise DeskError("invalid", _("That person does not serve this shop."))
+        conversation.assignee_id = target.id
+        conversation.assigned_at = now
+        conversation.queued_at = None
+        target.last_assigned_at = now
+    if conversation.assignee_id != previous:
+        changes.conversation(conversation, "assigned", None, previous)
+    db.session.commit()
+    summary = views.conversation_summary(conversation)
+    changes.announce()
+    if user_id is None:
+        try_assign(conversation_id, exclude=previous)
+    if previous is not None and previous != user_id:
+        drain_queue()  # the previous agent has room for one more
+    return summary

@@ -1,0 +1,117 @@
+"""What happens when a buyer writes (after the ingest committed the message):
+
+1. the console hears of the message at once (its conversation, as it stands);
+2. an unassigned conversation is given to an agent, or waits in the queue;
+3. the shop's auto-replies: off-hours (outside working hours, at most once every 4 hours), else a
+   welcome on a new conversation and an "all agents busy" note when it had to queue (once per stay
+   in the queue).
+
+Auto-replies are ordinary outbound messages marked ``auto`` (never a human reply) with a request_id
+derived from the buyer's message, so handling the same message twice sends nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, time, timedelta
+
+import sqlalchemy as sa
+
+from app import events, tenancy
+from app.db import utcnow
+from app.desk import assignment, conversations, views
+from app.extensions import db
+from app.models import AutoReplyConfig, Conversation, Message, Shop
+
+log = logging.getLogger(__name__)
+OFF_HOURS_REPEAT = timedelta(hours=4)
+
+
+def _parse_hhmm(value: str) -> time:
+    hours, minutes = value.split(":")
+    return time(int(hours), int(minutes))
+
+
+def within_working_hours(config: AutoReplyConfig, when: datetime, tz) -> bool:
+    local = when.astimezone(tz)
+    start, end = _parse_hhmm(config.work_start), _parse_hhmm(config.work_end)
+    now = local.time()
+    if start == end:
+        in_hours, day = True, local
+    elif start < end:
+        in_hours, day = start <= now < end, local
+    else:  # spans midnight: 20:00-02:00; after midnight belongs to the previous day's shift
+        in_hours = now >= start or now < end
+        day = local if now >= start else local - timedelta(days=1)
+    return in_hours and str(day.isoweekday()) in (config.work_days or "")
+
+
+def on_buyer_message(shop_id: int, conversation_id: int, message_id: int, new_conversation: bool) -> None:
+    # Runs in the thread that stored the message, after its commit; every step commits its own work.
+    try:
+        with tenancy.system_scope(db.session()):
+            conversation = db.session.get(Conversation, conversation_id)
+            message = db.session.get(Message, message_id)
+            if conversation is None or message is None:
+                return
+            message_data = views.message_dict(message)
+            summary = views.conversation_summary(conversation)
+            unassigned = conversation.assignee_id is None
+            db.session.commit()
+        events.emit(
+            events.conversation_changed,
+            shop_id,
+            conversation=summary,
+            reason="new" if new_conversation else "message",
+            message=message_data,
+            notify_user_ids={conversation.assignee_id} if conversation.assignee_id else set(),
+        )
+        events.emit(events.message_changed, shop_id, message=message_data, created=True)
+        assigned_to = None
+        if unassigned:
+            assigned_to = assignment.try_assign(conversation_id, message=message_data)
+        _auto_replies(shop_id, conversation_id, message_id, new_conversation, queued=unassigned and not assigned_to)
+    except Exception:
+        db.session.rollback()
+        raise
+
+
+def _auto_replies(shop_id: int, conversation_id: int, message_id: int, new_conversation: bool, queued: bool) -> None:
+    with tenancy.system_scope(db.session()):
+        config = db.session.scalar(sa.select(AutoReplyConfig).where(AutoReplyConfig.shop_id == shop_id))
+        shop = db.session.get(Shop, shop_id)
+        db.session.commit()
+    if config is None or shop is None:
+        return
+    now = utcnow()
+    with tenancy.system_scope(db.session()):
+        if config.off_hours_enabled and not within_working_hours(config, now, shop.tz):
+            last = db.session.scalar(
+                sa.select(sa.func.max(Message.created_at)).where(
+                    Message.conversation_id == conversation_id, Message.auto_kind == "off_hours"
+                )
+            )
+            db.session.commit()
+            if last is None or now - last >= OFF_HOURS_REPEAT:
+                conversations.send_auto(conversation_id, "off_hours", config.off_hours_text, f"auto-off-{message_id}")
+            return
+        if new_conversation and config.welcome_enabled:
+            conversations.send_auto(conversation_id, "welcome", config.welcome_text, f"auto-welcome-{message_id}")
+        if queued and config.busy_enabled and not _busy_sent_since_queued(conversation_id):
+            conversations.send_auto(conversation_id, "busy", config.busy_text, f"auto-busy-{message_id}")
+
+
+def _busy_sent_since_queued(conversation_id: int) -> bool:
+    """One "all agents busy" per stay in the queue, however many messages the buyer sends meanwhile."""
+    queued_at = db.session.scalar(sa.select(Conversation.queued_at).where(Conversation.id == conversation_id))
+    last = db.session.scalar(
+        sa.select(sa.func.max(Message.created_at)).where(
+            Message.conversation_id == conversation_id, Message.auto_kind == "busy"
+        )
+    )
+    db.session.commit()
+    return last is not None and queued_at is not None and last >= queued_at
+
+
+def install() -> None:
+    events.buyer_message_received.connect(on_buyer_message)

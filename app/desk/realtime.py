@@ -1,0 +1,83 @@
+"""The bridge from domain events to browsers: each announced change becomes Socket.IO events in rooms.
+
+Web processes emit through their own server (which, with ``REDIS_URL``, publishes to Redis so every
+web process delivers to its own clients). Processes that serve no browsers (``flask scheduler``) emit
+through a write-only Socket.IO bound to the same Redis (``use_write_only``).
+
+Rooms (docs/api.md): ``user:<id>`` every tab of a user, ``conversation:<id>`` tabs with it open,
+``watch:<shop>`` tabs looking at a shop's shared views (unassigned, all, resolved).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from flask_socketio import SocketIO
+
+from app import events
+from app.extensions import socketio
+
+log = logging.getLogger(__name__)
+NAMESPACE = "/desk"
+_emitter: SocketIO | None = None
+
+
+def user_room(user_id: int) -> str:
+    return f"user:{user_id}"
+
+
+def conversation_room(conversation_id: int) -> str:
+    return f"conversation:{conversation_id}"
+
+
+def watch_room(shop_id: int) -> str:
+    return f"watch:{shop_id}"
+
+
+def use_write_only(app: Flask) -> None:
+    """In a process without a Socket.IO server: emit through Redis (no-op without REDIS_URL)."""
+    global _emitter
+    url = app.config.get("REDIS_URL")
+    if url:
+        _emitter = SocketIO(message_queue=url)
+
+
+def emit(event: str, data: dict, to: list[str]) -> None:
+    if not to:
+        return
+    try:
+        (_emitter or socketio).emit(event, data, to=to, namespace=NAMESPACE)
+    except Exception:
+        # Realtime is best effort: a client that missed an event re-syncs (docs/api.md); the data
+        # is already committed.
+        log.exception("emitting %s failed", event)
+
+
+def _on_conversation(shop_id: int, conversation: dict, reason: str, message: dict | None, notify_user_ids) -> None:
+    rooms = [watch_room(shop_id), conversation_room(conversation["id"])]
+    rooms += [user_room(user_id) for user_id in sorted(notify_user_ids)]
+    emit("conversation.updated", {"conversation": conversation, "reason": reason, "message": message}, rooms)
+    assignee = conversation.get("assignee")
+    if reason == "assigned" and assignee:
+        emit("conversation.assigned", {"conversation": conversation, "message": message}, [user_room(assignee["id"])])
+
+
+def _on_message(shop_id: int, message: dict, created: bool) -> None:
+    rooms = [conversation_room(message["conversation_id"])]
+    if message.get("sender"):
+        rooms.append(user_room(message["sender"]["id"]))  # the sender's other tabs
+    emit("message.created" if created else "message.updated", {"message": message}, rooms)
+
+
+def _on_presence(_sender, user_id: int, presence: str, shop_ids) -> None:
+    rooms = [user_room(user_id)]
+    if shop_ids is not None:
+        rooms += [watch_room(shop_id) for shop_id in shop_ids]
+    emit("presence.changed", {"user_id": user_id, "presence": presence}, rooms)
+
+
+def install() -> None:
+    events.conversation_changed.connect(_on_conversation)
+    events.message_changed.connect(_on_message)
+    events.presence_changed.connect(_on_presence)

@@ -1,0 +1,227 @@
+"""The durable outbox: every call the desk owes the platform, made once, retried, or failed visibly.
+
+- ``enqueue`` adds a call in the caller's transaction (with the message or action it belongs to), so
+  a call exists exactly when its cause was committed. Its ``idempotency_key`` is unique per shop and is
+  the platform's ``request_id`` where the API takes one: a call made twice is delivered once.
+- ``claim`` / ``process_claimed``: any process may work the outbox, like the inbox (claim tokens,
+  leases, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL). Calls about the same subject (a conversation)
+  go out in order: a call is not claimed while an earlier one of its subject is still pending.
+- Each operation registers a handler: ``perform`` makes the HTTP call (no database lock is held
+  meanwhile); ``succeeded`` / ``failed`` record the outcome in the same transaction that closes the
+  call, and return announcements made after the commit.
+- Retryable errors (busy, unavailable, per-minute quota) back off and retry; permanent ones, or too
+  many attempts, fail the call with its reason. ``retry`` sends a failed call again, same key.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from flask import current_app
+
+from app.db import utcnow
+from app.extensions import db
+from app.models import OutboxCall, OutboxStatus, Shop
+from app.platform.client import PlatformError
+
+log = logging.getLogger(__name__)
+LEASE = timedelta(minutes=2)
+Announcement = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Handler:
+    # (shop, call) -> the platform's answer; raises PlatformError on failure.
+    perform: Callable[[Shop, OutboxCall], dict]
+    # (call, answer) -> announcements; runs in the transaction that marks the call succeeded.
+    succeeded: Callable[[OutboxCall, dict], list[Announcement]]
+    # (call, error) -> announcements; runs in the transaction that marks the call failed.
+    failed: Callable[[OutboxCall, PlatformError | Exception], list[Announcement]]
+    # A block (quota, rate limit) lifting later than this fails the call instead of holding it.
+    max_defer: timedelta = timedelta(minutes=2)
+
+
+HANDLERS: dict[str, Handler] = {}
+
+
+def register(operation: str, handler: Handler) -> None:
+    HANDLERS[operation] = handler
+
+
+def enqueue(
+    shop_id: int,
+    operation: str,
+    payload: dict[str, Any],
+    key: str,
+    *,
+    subject: tuple[str, str] | None = None,
+    created_by_id: int | None = None,
+) -> OutboxCall:
+    """Add a call in the current transaction; the caller commits and then calls ``wake``."""
+    if operation not in HANDLERS:
+        raise KeyError(f"no outbox handler for {operation!r}")
+    call = OutboxCall(
+        shop_id=shop_id,
+        idempotency_key=key,
+        operation=operation,
+        payload=payload,
+        status=OutboxStatus.PENDING,
+        attempts=0,
+        next_attempt_at=utcnow(),
+        subject_kind=subject[0] if subject else None,
+        subject_id=subject[1] if subject else None,
+        created_by_id=created_by_id,
+    )
+    db.session.add(call)
+    db.session.flush()
+    return call
+
+
+def retry(call: OutboxCall) -> None:
+    """Send a failed call again with the same key (the platform answers a repeat, it does not redo it)."""
+    call.status = OutboxStatus.PENDING
+    call.attempts = 0
+    call.next_attempt_at = utcnow()
+    call.last_error = None
+    call.last_errcode = None
+    call.claim_token = None
+    call.completed_at = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    token: str
+    ids: list[int]
+
+
+def _mine(call_id: int, token: str):
+    return sa.and_(
+        OutboxCall.id == call_id, OutboxCall.status == OutboxStatus.IN_FLIGHT, OutboxCall.claim_token == token
+    )
+
+
+def claim(limit: int = 10) -> Claim:
+    """Take up to ``limit`` due calls under a fresh token (committed). Same design as the inbox's."""
+    now = utcnow()
+    token = uuid.uuid4().hex
+    due = sa.or_(
+        sa.and_(OutboxCall.status == OutboxStatus.PENDING, OutboxCall.next_attempt_at <= now),
+        sa.and_(OutboxCall.status == OutboxStatus.IN_FLIGHT, OutboxCall.next_attempt_at <= now),
+    )
+    earlier = sa.orm.aliased(OutboxCall)
+    # Per-subject order: nothing goes while an earlier call of the same subject is unfinished.
+    blocked = (
+        sa.select(earlier.id)
+        .where(
+            earlier.shop_id == OutboxCall.shop_id,
+            earlier.subject_kind == OutboxCall.subject_kind,
+            earlier.subject_id == OutboxCall.subject_id,
+            earlier.id < OutboxCall.id,
+            earlier.status.in_([OutboxStatus.PENDING, OutboxStatus.IN_FLIGHT]),
+        )
+        .exists()
+    )
+    candidates = (
+        sa.select(OutboxCall.id)
+        .where(due, sa.or_(OutboxCall.subject_id.is_(None), ~blocked))
+        .order_by(OutboxCall.id)
+        .limit(limit)
+    )
+    if db.engine.dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True, of=OutboxCall)
+    stmt = (
+        sa.update(OutboxCall)
+        .where(OutboxCall.id.in_(candidates.scalar_subquery()), due)
+        .values(status=OutboxStatus.IN_FLIGHT, next_attempt_at=now + LEASE, claim_token=token)
+        .returning(OutboxCall.id)
+        .execution_options(synchronize_session=False)
+    )
+    ids = sorted(db.session.execute(stmt).scalars())
+    db.session.commit()
+    return Claim(token, ids)
+
+
+def process_claimed(claimed: Claim) -> int:
+    """Make each claimed call; returns how many succeeded."""
+    done = 0
+    for call_id in claimed.ids:
+        call = db.session.scalar(sa.select(OutboxCall).where(_mine(call_id, claimed.token)))
+        if call is None:
+            db.session.rollback()
+            continue
+        handler = HANDLERS.get(call.operation)
+        shop = db.session.get(Shop, call.shop_id)
+        db.session.commit()  # no transaction (and no lock) held while the platform answers
+        try:
+            if handler is None:
+                raise RuntimeError(f"no outbox handler for {call.operation!r}")
+            answer = handler.perform(shop, call)
+        except Exception as exc:
+            if not isinstance(exc, PlatformError):
+                log.exception("outbox call %s (%s) crashed", call_id, call.operation)
+            _retry_or_fail(call_id, claimed.token, handler, exc)
+            continue
+        announcements = _succeed(call_id, claimed.token, handler, answer)
+        if announcements is None:
+            continue
+        done += 1
+        for announce in announcements:
+            announce()
+    return done
+
+
+def _succeed(call_id: int, token: str, handler: Handler, answer: dict) -> list[Announcement] | None:
+    call = db.session.scalar(sa.select(OutboxCall).where(_mine(call_id, token)))
+    if call is None:  # the lease was taken over; the other worker's outcome stands
+        db.session.rollback()
+        return None
+    call.status = OutboxStatus.SUCCEEDED
+    call.attempts += 1
+    call.response = answer
+    call.completed_at = utcnow()
+    call.last_error = None
+    call.claim_token = None
+    announcements = handler.succeeded(call, answer)
+    db.session.commit()
+    return announcements
+
+
+def _retry_or_fail(call_id: int, token: str, handler: Handler | None, exc: Exception) -> None:
+    call = db.session.scalar(sa.select(OutboxCall).where(_mine(call_id, token)))
+    if call is None:
+        db.session.rollback()
+        return
+    call.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+    call.last_errcode = getattr(exc, "errcode", None)
+    now = utcnow()
+    until = getattr(exc, "until", None)
+    max_defer = handler.max_defer if handler else timedelta(0)
+    if until is not None and until - now <= max_defer:
+        # A per-minute quota: not this call's fault; wait without using up an attempt.
+        call.status = OutboxStatus.PENDING
+        call.next_attempt_at = until
+        db.session.commit()
+        return
+    call.attempts += 1
+    retryable = isinstance(exc, PlatformError) and exc.retryable and until is None
+    announcements: list[Announcement] = []
+    if retryable and call.attempts < current_app.config["OUTBOX_MAX_ATTEMPTS"]:
+        call.status = OutboxStatus.PENDING
+        base = current_app.config["OUTBOX_RETRY_BASE_SECONDS"]
+        call.next_attempt_at = now + timedelta(seconds=min(60.0, base * 2 ** (call.attempts - 1)))
+    else:
+        call.status = OutboxStatus.FAILED
+        call.completed_at = now
+        call.claim_token = None
+        log.warning("outbox call %s (%s) failed: %s", call_id, call.operation, call.last_error)
+        if handler is not None:
+            announcements = handler.failed(call, exc)
+    db.session.commit()
+    for announce in announcements:
+        announce()

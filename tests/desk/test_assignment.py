@@ -1,0 +1,207 @@
+"""Assignment: fewest open first, longest idle on ties, capacity, stickiness, the queue, presence, races."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from app import events
+from app.db import utcnow
+from app.desk import assignment, conversations
+from app.extensions import db
+from app.ingest import store
+from app.models import AgentConnection, Conversation, ConversationStatus, Customer, Role, User
+from tests.desk.conftest import make_present
+from tests.factories import make_shop, make_user
+
+
+def arrive(shop_id: int, openid: str | None = None, text: str = "在吗") -> int:
+    """A buyer message as the inbox stores it, then announced (what a push does)."""
+    openid = openid or f"o_{uuid.uuid4().hex[:12]}"
+    payload = {
+        "FromUserName": openid,
+        "msg_id": uuid.uuid4().hex,
+        "msg_type": "text",
+        "text": {"content": text},
+        "CreateTime": int(utcnow().timestamp()),
+    }
+    stored = store.store_buyer_message(shop_id, payload)
+    db.session.commit()
+    ids = {"conversation_id": stored.conversation.id, "message_id": stored.message.id}
+    events.emit(events.buyer_message_received, shop_id, new_conversation=stored.new_conversation, **ids)
+    return ids["conversation_id"]
+
+
+def assignee(conversation_id: int) -> int | None:
+    db.session.expire_all()
+    return db.session.get(Conversation, conversation_id).assignee_id
+
+
+@pytest.fixture
+def team(app):
+    """A shop and three agents serving it (capacity 2 each), all online; one agent of another shop."""
+    with app.app_context():
+        shop = make_shop("直播间")
+        other = make_shop("别的店")
+        agents = [make_user(f"agent{i}", shops=[shop], capacity=2) for i in range(3)]
+        outsider = make_user("outsider", shops=[other], capacity=5)
+        db.session.commit()
+        for user in [*agents, outsider]:
+            make_present(user.id)
+        ids = type("Team", (), {"shop": shop.id, "other": other.id, "agents": [a.id for a in agents]})
+        ids.outsider = outsider.id
+        yield ids
+        db.session.remove()
+
+
+def test_new_conversations_go_to_the_least_loaded_then_longest_idle(app, team):
+    a0, a1, a2 = team.agents
+    first = [assignee(arrive(team.shop)) for _ in range(3)]
+    assert sorted(first) == sorted(team.agents), "one each before anyone gets a second"
+    assert first == [a0, a1, a2], "ties go to the longest idle (never assigned: lowest id first)"
+    # Everyone has one: the next goes to whoever was assigned longest ago.
+    assert assignee(arrive(team.shop)) == a0
+    assert team.outsider not in first, "only agents serving the shop"
+
+
+def test_capacity_is_respected_and_the_queue_drains_oldest_first(app, team):
+    conversation_ids = [arrive(team.shop) for _ in range(8)]
+    assigned = [c for c in conversation_ids if assignee(c)]
+    queued = [c for c in conversation_ids if not assignee(c)]
+    assert len(assigned) == 6 and queued == conversation_ids[6:]
+    loads = assignment.open_counts(team.agents)
+    assert all(loads[a] == 2 for a in team.agents)
+    assert all(db.session.get(Conversation, c).queued_at is not None for c in queued)
+    # Resolving frees a seat: the oldest queued conversation takes it.
+    freed = assigned[0]
+    agent = db.session.get(User, assignee(freed))
+    conversations.resolve(agent, freed)
+    assignment.drain_queue()
+    assert assignee(queued[0]) == agent.id and assignee(queued[1]) is None
+    assert db.session.get(Conversation, queued[0]).queued_at is None
+
+
+def test_offline_and_away_agents_get_nothing_and_coming_online_drains(app, team):
+    a0, a1, a2 = team.agents
+    db.session.execute(sa.delete(AgentConnection).where(AgentConnection.user_id.in_([a1, a2])))
+    db.session.get(User, a0).presence = "away"
+    db.session.commit()
+    waiting = arrive(team.shop)
+    assert assignee(waiting) is None, "away and offline agents take nothing"
+    user = db.session.get(User, a2)
+    assert assignment.presence_of(user) == "offline"
+    assignment.connected(a2, "tab-1")  # a2 opens the console
+    assert assignee(waiting) == a2
+    # A stale connection (its process died: no heartbeat) does not count as present.
+    db.session.execute(
+        sa.update(AgentConnection).where(AgentConnection.user_id == a2).values(seen_at=utcnow() - timedelta(minutes=5))
+    )
+    db.session.commit()
+    assert assignment.presence_of(db.session.get(User, a2)) == "offline"
+
+
+def test_several_tabs_count_once_and_closing_one_keeps_the_agent_online(app, team):
+    a0 = team.agents[0]
+    user = db.session.get(User, a0)
+    assignment.connected(a0, "tab-2")
+    assignment.disconnected(a0, "tab-2")
+    assert assignment.presence_of(user) == "online", "the fixture's other tab is still open"
+    db.session.execute(sa.delete(AgentConnection).where(AgentConnection.user_id == a0))
+    db.session.commit()
+    assert assignment.presence_of(user) == "offline"
+
+
+def test_a_returning_buyer_sticks_to_the_agent_who_served_them(app, team):
+    a0, a1, a2 = team.agents
+    openid = "o_returning_buyer"
+    first = arrive(team.shop, openid)
+    served_by = assignee(first)
+    conversations.send_reply(
+        db.session.get(User, served_by), first, uuid.uuid4().hex, "text", {"text": "您好，马上为您处理"}
+    )
+    conversations.resolve(db.session.get(User, served_by), first)
+    # Make the sticky agent the busiest one (still under capacity): stickiness wins over load.
+    others = [a for a in team.agents if a != served_by]
+    arrive(team.shop)  # goes to someone else (fewest open)
+    again = arrive(team.shop, openid)
+    assert again != first and assignee(again) == served_by
+    # Beyond 24 hours the buyer is anyone's.
+    conversations.resolve(db.session.get(User, served_by), again)
+    customer = db.session.scalar(sa.select(Customer).where(Customer.openid == openid))
+    customer.last_agent_at = utcnow() - timedelta(hours=25)
+    db.session.commit()
+    later = arrive(team.shop, openid)
+    assert assignee(later) in others or assignment.open_counts([served_by]).get(served_by, 0) <= min(
+        assignment.open_counts(others).values()
+    )
+
+
+def test_sticky_agent_away_means_normal_assignment(app, team):
+    a0 = team.agents[0]
+    openid = "o_sticky_away"
+    customer = store.ensure_customer(team.shop, openid)
+    customer.last_agent_id, customer.last_agent_at = a0, utcnow()
+    db.session.get(User, a0).presence = "away"
+    db.session.commit()
+    assert assignee(arrive(team.shop, openid)) != a0
+
+
+def test_transfers_and_the_queue_follow_the_role_rules(app, team):
+    a0, a1, a2 = team.agents
+    supervisor = make_user("lead", role=Role.SUPERVISOR, shops=[db.session.get(User, a0).shops[0]])
+    db.session.commit()
+    conversation_id = arrive(team.shop)
+    owner = db.session.get(User, assignee(conversation_id))
+    stranger = db.session.get(User, next(a for a in team.agents if a != owner.id))
+    with pytest.raises(conversations.DeskError) as refused:
+        assignment.assign(stranger, conversation_id, stranger.id)
+    assert refused.value.code == "forbidden"
+    with pytest.raises(conversations.DeskError) as refused:
+        assignment.assign(owner, conversation_id, team.outsider)
+    assert refused.value.code == "invalid", "only to someone serving the shop"
+    summary = assignment.assign(owner, conversation_id, stranger.id)
+    assert summary["assignee"]["id"] == stranger.id
+    summary = assignment.assign(supervisor, conversation_id, owner.id)
+    assert summary["assignee"]["id"] == owner.id
+    # Back to the queue: someone else with capacity takes it, not the agent who gave it back.
+    assignment.assign(owner, conversation_id, None)
+    assert assignee(conversation_id) not in (None, owner.id)
+
+
+def test_concurrent_arrivals_never_exceed_capacity(app, team):
+    """Twenty buyers at once from eight threads: six seats, six assigned (two each), fourteen queued."""
+    results: list[int] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def buyers(n: int):
+        with app.app_context():
+            try:
+                start.wait()
+                for _ in range(n):
+                    results.append(arrive(team.shop))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=buyers, args=(n,)) for n in (3, 3, 3, 3, 2, 2, 2, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert len(results) == 20
+    db.session.expire_all()
+    loads = assignment.open_counts(team.agents)
+    assert loads == {a: 2 for a in team.agents}
+    queued = db.session.scalar(
+        sa.select(sa.func.count()).where(
+            Conversation.status == ConversationStatus.OPEN, Conversation.assignee_id.is_(None)
+        )
+    )
+    assert queued == 14
