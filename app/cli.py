@@ -14,7 +14,7 @@ from sqlalchemy.orm.attributes import flag_modified
 
 from app import secretbox
 from app.extensions import db
-from app.models import Role, Shop, User
+from app.models import AutoReplyConfig, QuickReply, Role, Shop, User
 from app.settings import services
 
 users_cli = AppGroup("users", help="Manage desk users (agents, supervisors, admins).")
@@ -262,4 +262,34 @@ def seed_command(password):
                 username=username, display_name=display_name, password=password, role=role, shops=[shop]
             )
             click.echo(f"created demo {role.value}: {username} / {password}")
+    _seed_replies(shop)
     db.session.commit()
+
+
+DEMO_QUICK_REPLIES = [
+    ("hi", "问候", "亲，您好！我是客服，很高兴为您服务，请问有什么可以帮您？"),
+    ("ship", "发货时间", "亲，您的订单会在48小时内发货，发货后可在订单详情查看物流。"),
+    ("size", "尺码建议", "亲，告诉我您的身高体重，我帮您推荐合适的尺码哦。"),
+    ("refund", "退款说明", "亲，退款申请已收到，审核通过后款项会原路退回，一般1-3个工作日到账。"),
+]
+
+
+def _seed_replies(shop: Shop) -> None:
+    """Shop-wide quick replies and auto-reply texts (switched off: a supervisor turns them on)."""
+    for shortcut, title, content in DEMO_QUICK_REPLIES:
+        exists = db.session.scalar(
+            sa.select(QuickReply.id).where(
+                QuickReply.shop_id == shop.id, QuickReply.owner_id.is_(None), QuickReply.shortcut == shortcut
+            )
+        )
+        if exists is None:
+            db.session.add(QuickReply(shop_id=shop.id, shortcut=shortcut, title=title, content=content))
+    if db.session.scalar(sa.select(AutoReplyConfig.id).where(AutoReplyConfig.shop_id == shop.id)) is None:
+        db.session.add(
+            AutoReplyConfig(
+                shop_id=shop.id,
+                welcome_text="亲，欢迎光临演示小店！客服马上为您服务～",
+                busy_text="亲，客服都在忙，您已进入排队，请稍候，我们会尽快回复您。",
+                off_hours_text="亲，现在是非工作时间（09:00-22:00），我们上班后会第一时间回复您。",
+            )
+        )

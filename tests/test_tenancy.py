@@ -45,6 +45,11 @@ ROUTES: dict[str, tuple[str, str | None]] = {
     "returns.index": (LIST, "/return-addresses/"),
     "sla.index": (LIST, "/sla/"),
     "settings.shops": (LIST, "/settings/shops"),
+    "settings.quick_replies": (LIST, "/settings/quick-replies?x=1"),
+    "settings.new_quick_reply": (SELF, None),
+    "settings.quick_reply": (DETAIL, None),  # tests/test_replies_settings.py: another shop's is 404
+    "settings.delete_quick_reply": (DETAIL, None),
+    "settings.auto_replies": (DETAIL, "/settings/shops/{shop_id}/auto-replies"),
     "desk.conversation": (DETAIL, "/conversations/{conversation_id}"),
     "desk.sidebar": (DETAIL, "/conversations/{conversation_id}/sidebar"),
     "desk_api.conversation": (DETAIL, "/api/conversations/{conversation_id}"),
@@ -63,7 +68,14 @@ ROUTES: dict[str, tuple[str, str | None]] = {
 }
 
 # Pages that only supervisors and admins open; the others are for agents too.
-SUPERVISOR_PAGES = {"rules.index", "returns.index", "sla.index", "settings.shops", "settings.shop"}
+SUPERVISOR_PAGES = {
+    "rules.index",
+    "returns.index",
+    "sla.index",
+    "settings.shops",
+    "settings.shop",
+    "settings.auto_replies",
+}
 
 
 def test_every_route_is_classified(app):
