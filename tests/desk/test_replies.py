@@ -161,7 +161,7 @@ def test_platform_outages_are_retried_then_fail_with_a_reason(app, simulator, li
         message = db.session.get(Message, sent["id"])
         from app.desk import views
 
-        assert "did not answer" in views.delivery_error_text(message) or "没有响应" in views.delivery_error_text(
+        assert "did not answer" in views.delivery_error_text(message) or "无响应" in views.delivery_error_text(
             message
         )
         db.session.remove()
