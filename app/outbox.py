@@ -27,6 +27,7 @@ from flask import current_app
 
 from app.db import utcnow
 from app.extensions import db
+from app.ingest.inbox import Claim
 from app.models import OutboxCall, OutboxStatus, Shop
 from app.platform.client import PlatformError
 
@@ -92,12 +93,6 @@ def retry(call: OutboxCall) -> None:
     call.last_errcode = None
     call.claim_token = None
     call.completed_at = None
-
-
-@dataclass(frozen=True)
-class Claim:
-    token: str
-    ids: list[int]
 
 
 def _mine(call_id: int, token: str):

@@ -116,7 +116,7 @@ def test_several_tabs_count_once_and_closing_one_keeps_the_agent_online(app, tea
 
 
 def test_a_returning_buyer_sticks_to_the_agent_who_served_them(app, team):
-    a0, a1, a2 = team.agents
+    _a0, _a1, _a2 = team.agents
     openid = "o_returning_buyer"
     first = arrive(team.shop, openid)
     served_by = assignee(first)
@@ -151,7 +151,7 @@ def test_sticky_agent_away_means_normal_assignment(app, team):
 
 
 def test_transfers_and_the_queue_follow_the_role_rules(app, team):
-    a0, a1, a2 = team.agents
+    a0, _a1, _a2 = team.agents
     supervisor = make_user("lead", role=Role.SUPERVISOR, shops=[db.session.get(User, a0).shops[0]])
     db.session.commit()
     conversation_id = arrive(team.shop)
@@ -184,7 +184,7 @@ def test_concurrent_arrivals_never_exceed_capacity(app, team):
                 start.wait()
                 for _ in range(n):
                     results.append(arrive(team.shop))
-            except BaseException as exc:  # noqa: BLE001 - reported below
+            except BaseException as exc:
                 errors.append(exc)
             finally:
                 db.session.remove()

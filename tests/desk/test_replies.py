@@ -44,6 +44,13 @@ def conversation_of(app, openid: str) -> dict | None:
     return {"id": row[0], "assignee_id": row[1]} if row else None
 
 
+def assigned_conversation(app, simulator, sim_shop, openid: str, text: str) -> int:
+    """The buyer writes; returns their conversation once it has been assigned."""
+    buyer_says(simulator, sim_shop, openid, text)
+    assert wait_until(lambda: (conversation_of(app, openid) or {}).get("assignee_id"))
+    return conversation_of(app, openid)["id"]
+
+
 def message_state(app, message_id: int) -> str:
     with app.app_context():
         state = db.session.get(Message, message_id).delivery_state.value
@@ -52,7 +59,7 @@ def message_state(app, message_id: int) -> str:
 
 
 def test_buyer_message_reaches_the_agent_and_the_reply_reaches_the_platform(app, simulator, live):
-    shop_id, sim_shop, agent = live
+    _shop_id, sim_shop, agent = live
     buyer_says(simulator, sim_shop, "o_buyer_1", "这件衣服有L码吗？")
     assert wait_until(
         lambda: (
@@ -89,10 +96,8 @@ def test_buyer_message_reaches_the_agent_and_the_reply_reaches_the_platform(app,
 
 
 def test_the_sixth_reply_is_refused_until_the_buyer_writes_again(app, simulator, live):
-    shop_id, sim_shop, agent = live
-    buyer_says(simulator, sim_shop, "o_buyer_2", "发货了吗")
-    assert wait_until(lambda: (conversation_of(app, "o_buyer_2") or {}).get("assignee_id"))
-    cid = conversation_of(app, "o_buyer_2")["id"]
+    _shop_id, sim_shop, agent = live
+    cid = assigned_conversation(app, simulator, sim_shop, "o_buyer_2", "发货了吗")
     for n in range(5):
         agent.ok("message.send", {"conversation_id": cid, "request_id": request_id(), "text": f"第{n + 1}条"})
     refused = agent.call("message.send", {"conversation_id": cid, "request_id": request_id(), "text": "第6条"})
@@ -109,10 +114,8 @@ def test_the_sixth_reply_is_refused_until_the_buyer_writes_again(app, simulator,
 
 
 def test_a_closed_48_hour_window_refuses_with_a_reason(app, simulator, live):
-    shop_id, sim_shop, agent = live
-    buyer_says(simulator, sim_shop, "o_buyer_3", "在吗")
-    assert wait_until(lambda: (conversation_of(app, "o_buyer_3") or {}).get("assignee_id"))
-    cid = conversation_of(app, "o_buyer_3")["id"]
+    _shop_id, sim_shop, agent = live
+    cid = assigned_conversation(app, simulator, sim_shop, "o_buyer_3", "在吗")
     with app.app_context():
         from datetime import timedelta
 
@@ -123,10 +126,8 @@ def test_a_closed_48_hour_window_refuses_with_a_reason(app, simulator, live):
 
 
 def test_a_refused_send_fails_visibly_and_a_retry_delivers_it_once(app, simulator, live):
-    shop_id, sim_shop, agent = live
-    buyer_says(simulator, sim_shop, "o_buyer_4", "能改地址吗")
-    assert wait_until(lambda: (conversation_of(app, "o_buyer_4") or {}).get("assignee_id"))
-    cid = conversation_of(app, "o_buyer_4")["id"]
+    _shop_id, sim_shop, agent = live
+    cid = assigned_conversation(app, simulator, sim_shop, "o_buyer_4", "能改地址吗")
     agent.ok("conversation.open", {"conversation_id": cid})
     sim_shop.faults.update(api_errors={"/channels/ec/commkf/sendmsg": 47001})
     rid = request_id()
@@ -148,10 +149,8 @@ def test_a_refused_send_fails_visibly_and_a_retry_delivers_it_once(app, simulato
 
 
 def test_platform_outages_are_retried_then_fail_with_a_reason(app, simulator, live):
-    shop_id, sim_shop, agent = live
-    buyer_says(simulator, sim_shop, "o_buyer_5", "你好")
-    assert wait_until(lambda: (conversation_of(app, "o_buyer_5") or {}).get("assignee_id"))
-    cid = conversation_of(app, "o_buyer_5")["id"]
+    _shop_id, sim_shop, agent = live
+    cid = assigned_conversation(app, simulator, sim_shop, "o_buyer_5", "你好")
     sim_shop.faults.update(busy_rate=1.0)
     sent = agent.ok("message.send", {"conversation_id": cid, "request_id": request_id(), "text": "您好"})["message"]
     assert wait_until(lambda: message_state(app, sent["id"]) == "failed", timeout=30)
@@ -161,9 +160,7 @@ def test_platform_outages_are_retried_then_fail_with_a_reason(app, simulator, li
         message = db.session.get(Message, sent["id"])
         from app.desk import views
 
-        assert "did not answer" in views.delivery_error_text(message) or "无响应" in views.delivery_error_text(
-            message
-        )
+        assert "did not answer" in views.delivery_error_text(message) or "无响应" in views.delivery_error_text(message)
         db.session.remove()
     sim_shop.faults.update(busy_rate=0.0)
 
@@ -215,7 +212,7 @@ def _last_seq(app, cid: int) -> int:
 
 
 def test_off_hours_reply_once_and_within_budget(app, simulator, live):
-    shop_id, sim_shop, agent = live
+    shop_id, sim_shop, _agent = live
     with app.app_context():
         # Working hours that never include now: a one-minute window eight hours away.
         from datetime import timedelta
@@ -250,10 +247,8 @@ def test_an_image_is_uploaded_to_the_platform_and_sent_by_its_cos_url(
     app, simulator, live, login, tmp_path, monkeypatch
 ):
     monkeypatch.setitem(app.config, "MEDIA_DIR", str(tmp_path))
-    shop_id, sim_shop, agent = live
-    buyer_says(simulator, sim_shop, "o_buyer_8", "发个图看看")
-    assert wait_until(lambda: (conversation_of(app, "o_buyer_8") or {}).get("assignee_id"))
-    cid = conversation_of(app, "o_buyer_8")["id"]
+    _shop_id, sim_shop, _agent = live
+    cid = assigned_conversation(app, simulator, sim_shop, "o_buyer_8", "发个图看看")
     client = login("li")
     png = b"\x89PNG\r\n\x1a\n" + b"0" * 200
     rid = request_id()
