@@ -49,6 +49,8 @@ class Config:
     SQLALCHEMY_RECORD_QUERIES = False
 
     REDIS_URL = env_str("REDIS_URL")
+    # The Redis pub/sub channel web processes share Socket.IO events on (one per deployment).
+    SOCKETIO_CHANNEL = env_str("SOCKETIO_CHANNEL", "flask-socketio")
 
     # Languages: Simplified Chinese by default, English on request.
     BABEL_DEFAULT_LOCALE = "zh_CN"

@@ -40,7 +40,7 @@ def use_write_only(app: Flask) -> None:
     global _emitter
     url = app.config.get("REDIS_URL")
     if url:
-        _emitter = SocketIO(message_queue=url)
+        _emitter = SocketIO(message_queue=url, channel=app.config["SOCKETIO_CHANNEL"])
 
 
 def emit(event: str, data: dict, to: list[str]) -> None:
