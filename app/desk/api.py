@@ -87,11 +87,12 @@ def inbox():
     before = request.args.get("before")
     if before:
         try:
-            stmt = stmt.where(Conversation.last_message_at < datetime.fromisoformat(before))
+            # A "+00:00" left unencoded in a query string arrives as " 00:00".
+            stmt = stmt.where(Conversation.last_message_at < datetime.fromisoformat(before.replace(" ", "+")))
         except ValueError:
             return error_response(400, "invalid", _("%(field)s is missing.", field="before"))
-    order = Conversation.resolved_at.desc() if view == "resolved" else Conversation.last_message_at.desc()
-    rows = db.session.scalars(stmt.order_by(order, Conversation.id.desc()).limit(PAGE + 1)).unique().all()
+    order = (Conversation.last_message_at.desc(), Conversation.id.desc())  # the order `before` pages by
+    rows = db.session.scalars(stmt.order_by(*order).limit(PAGE + 1)).unique().all()
     return jsonify(
         conversations=[views.conversation_summary(c) for c in rows[:PAGE]],
         counts=_counts(shop_id),

@@ -1,0 +1,57 @@
+"""History paging and re-sync: seq numbers every message in commit order, pages go upward by seq,
+and `after_seq` returns exactly what a client missed."""
+
+from __future__ import annotations
+
+from app.desk import conversations
+from app.extensions import db
+from app.models import DeliveryState, MessageDirection, SenderKind
+
+
+def _add_notes(app, conversation_id: int, count: int) -> None:
+    with app.app_context():
+        for n in range(count):
+            conversation = conversations.lock_conversation(conversation_id)
+            conversations.add_message(
+                conversation,
+                direction=MessageDirection.INTERNAL,
+                sender_kind=SenderKind.SYSTEM,
+                msg_type="note",
+                text=f"第{n}条",
+                delivery_state=DeliveryState.SENT,
+            )
+            db.session.commit()
+
+
+def test_history_pages_upward_and_resyncs_after_a_seq(app, world, login):
+    _add_notes(app, world.a.conversation_id, 118)  # 2 from the world + 118 = 120
+    client = login("agent_a")
+    first = client.get(f"/api/conversations/{world.a.conversation_id}").get_json()
+    seqs = [m["seq"] for m in first["messages"]]
+    assert seqs == list(range(71, 121)) and first["has_more"] and first["conversation"]["last_seq"] == 120
+    older = client.get(f"/api/conversations/{world.a.conversation_id}/messages?before_seq=71").get_json()
+    assert [m["seq"] for m in older["messages"]] == list(range(21, 71)) and older["has_more"]
+    oldest = client.get(f"/api/conversations/{world.a.conversation_id}/messages?before_seq=21").get_json()
+    assert [m["seq"] for m in oldest["messages"]] == list(range(1, 21)) and not oldest["has_more"]
+    # A client that saw up to 117 gets 118-120, nothing else; after the newest, nothing.
+    missed = client.get(f"/api/conversations/{world.a.conversation_id}/messages?after_seq=117").get_json()
+    assert [m["seq"] for m in missed["messages"]] == [118, 119, 120]
+    assert (
+        client.get(f"/api/conversations/{world.a.conversation_id}/messages?after_seq=120").get_json()["messages"] == []
+    )
+    # Another shop's history is not found, by any door.
+    for path in ("", "/messages?after_seq=0", "/messages?before_seq=5"):
+        assert client.get(f"/api/conversations/{world.b.conversation_id}{path}").status_code == 404
+
+
+def test_inbox_pages_and_counts(app, world, login):
+    client = login("admin")
+    page = client.get("/api/inbox?view=all").get_json()
+    assert {c["id"] for c in page["conversations"]} == {world.a.conversation_id, world.b.conversation_id}
+    assert page["counts"] == {"mine": 0, "unassigned": 0, "all": 2} and not page["has_more"]
+    newest = page["conversations"][0]["last_message_at"]
+    older = client.get(f"/api/inbox?view=all&before={newest}").get_json()["conversations"]
+    assert [c["id"] for c in older] == [page["conversations"][1]["id"]]
+    only_a = client.get(f"/api/inbox?view=all&shop={world.a.shop_id}").get_json()
+    assert [c["id"] for c in only_a["conversations"]] == [world.a.conversation_id]
+    assert only_a["counts"]["all"] == 1
