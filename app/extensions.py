@@ -20,5 +20,7 @@ login_manager = LoginManager()
 csrf = CSRFProtect()
 babel = Babel()
 # async_mode="threading" with simple-websocket: the maintainer's advice for new projects.
-socketio = SocketIO(async_mode="threading")
+# async_handlers=False: a client's events are handled one after another, in the order it sent them
+# (two quick replies reach the buyer in the order the agent typed them); other clients are not held up.
+socketio = SocketIO(async_mode="threading", async_handlers=False)
 limiter = Limiter(key_func=get_remote_address, default_limits=[])

@@ -308,7 +308,16 @@ def send_auto(conversation_id: int, kind: str, text: str, request_id: str) -> di
     return data
 
 
-def add_note(user: User, conversation_id: int, text: str) -> dict:
+def add_note(user: User, conversation_id: int, text: str, request_id: str | None = None) -> dict:
+    """An internal note (never sent). An optional ``request_id`` makes it idempotent like a reply."""
+    if request_id:
+        if not REQUEST_ID_RE.match(request_id):
+            raise DeskError("invalid", _("The message has no valid request id; reload the page."))
+        existing = _existing_request(request_id)
+        if existing is not None:
+            if existing.conversation_id != conversation_id:
+                raise DeskError("invalid", _("The message has no valid request id; reload the page."))
+            return views.message_dict(existing)
     text = str(text or "").strip()
     if not text:
         raise DeskError("invalid", _("Type a note first."))
@@ -323,6 +332,7 @@ def add_note(user: User, conversation_id: int, text: str) -> dict:
         sender_user_id=user.id,
         msg_type="note",
         text=text,
+        request_id=request_id or None,
         delivery_state=DeliveryState.SENT,
     )
     db.session.flush()

@@ -168,7 +168,9 @@ class DeskNamespace(Namespace):
 
     @desk_event
     def on_note_add(self, data):
-        return {"message": conversations.add_note(current_user, _int(data, "conversation_id"), data.get("text"))}
+        request_id = str(data.get("request_id") or "") or None
+        note = conversations.add_note(current_user, _int(data, "conversation_id"), data.get("text"), request_id)
+        return {"message": note}
 
     @desk_event
     def on_conversation_resolve(self, data):

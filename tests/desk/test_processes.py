@@ -200,8 +200,9 @@ def test_a_push_to_one_process_reaches_an_agent_on_another(deployment):
                 for _, event, data in received
             )
         ), f"the agent on process 0 never heard of the push to process 1: {[e for _, e, _ in received]}"
+        assert _wait(lambda: any(e == "conversation.assigned" for _, e, _ in received))
         assigned = [d for _, e, d in received if e == "conversation.assigned"]
-        assert assigned and assigned[0]["conversation"]["assignee"]["id"] == deployment["user_id"]
+        assert assigned[0]["conversation"]["assignee"]["id"] == deployment["user_id"]
     finally:
         client.disconnect()
 

@@ -12,6 +12,8 @@ def test_simulated_buyers_show_up_in_the_console_with_their_orders(live_server, 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         page.goto(f"{live_server.url}/?view=all")
+        # The inbox is fetched by the page's script: wait for it to settle before counting.
+        page.wait_for_selector("[data-inbox-empty], .conversation-item", state="attached", timeout=5000)
         if page.locator(".conversation-item").count():
             break
         time.sleep(1)
