@@ -96,7 +96,11 @@ def start_web(env: dict, port: int, threads: int, log_path: Path) -> subprocess.
         env,
         log_path,
     )
-    wait_http(f"http://127.0.0.1:{port}/healthz")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+    except BaseException:
+        stop(process)  # a web process that never came up must not outlive the benchmark
+        raise
     return process
 
 
@@ -106,7 +110,7 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
         try:
             if requests.get(url, timeout=1).ok:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still booting
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{url} did not come up")
