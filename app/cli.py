@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 from flask.cli import AppGroup
 from flask_babel import force_locale
+from sqlalchemy.orm import undefer_group
 from sqlalchemy.orm.attributes import flag_modified
 
 from app import secretbox
@@ -218,7 +219,7 @@ def list_shops_command():
 @shops_cli.command("rekey")
 def rekey_command():
     """Re-encrypt every stored credential with the newest CREDENTIALS_KEYS key."""
-    shops = db.session.scalars(sa.select(Shop)).all()
+    shops = db.session.scalars(sa.select(Shop).options(undefer_group("credentials"))).all()
     for shop in shops:
         # Loading decrypted with any key of the ring; a flush re-encrypts with the first.
         for field in ("app_secret", "push_token", "encoding_aes_key"):

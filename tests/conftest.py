@@ -73,6 +73,9 @@ def _app(database_url) -> Iterator[Flask]:
 def app(_app) -> Iterator[Flask]:
     """The app with an empty database; every table is emptied after the test."""
     limiter.reset()
+    from app.desk import intake
+
+    intake.forget_settings()  # shop ids repeat between tests
     yield _app
     with _app.app_context():
         db.session.remove()

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from flask import Blueprint, current_app, jsonify, request, send_file
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
+from sqlalchemy.orm import selectinload
 
 from app.desk import assignment, conversations, views
 from app.desk.conversations import DeskError
@@ -92,6 +93,11 @@ def inbox():
         except ValueError:
             return error_response(400, "invalid", _("%(field)s is missing.", field="before"))
     order = (Conversation.last_message_at.desc(), Conversation.id.desc())  # the order `before` pages by
+    stmt = stmt.options(
+        selectinload(Conversation.customer).selectinload(Customer.tags),
+        selectinload(Conversation.assignee),
+        selectinload(Conversation.shop),
+    )
     rows = db.session.scalars(stmt.order_by(*order).limit(PAGE + 1)).unique().all()
     return jsonify(
         conversations=[views.conversation_summary(c) for c in rows[:PAGE]],

@@ -28,6 +28,7 @@ from flask_babel import gettext as _
 
 from app import events, tenancy
 from app.db import utcnow
+from app.desk import views
 from app.desk.conversations import Changes, DeskError, lock_conversation
 from app.extensions import db
 from app.ingest.store import locked
@@ -171,43 +172,51 @@ def agents_for_shop(shop_id: int) -> list[dict]:
 # --- assignment ---------------------------------------------------------------------------------
 
 
-def pick_agent(shop_id: int, customer: Customer, exclude: int | None = None) -> User | None:
+def pick_agent(shop_id: int, customer: Customer, exclude: int | None = None) -> int | None:
+    """The id of the agent to assign, chosen in one query (no user rows loaded); None if nobody can."""
     now = utcnow()
-    candidates = db.session.scalars(
-        sa.select(User)
+    open_count = (
+        sa.select(sa.func.count())
+        .where(Conversation.assignee_id == User.id, Conversation.status == ConversationStatus.OPEN)
+        .correlate(User)
+        .scalar_subquery()
+    )
+    sticky = None
+    if customer.last_agent_id and customer.last_agent_at and now - customer.last_agent_at <= STICKY_FOR:
+        sticky = customer.last_agent_id
+    stmt = (
+        sa.select(User.id)
         .join(user_shops, user_shops.c.user_id == User.id)
         .where(
             user_shops.c.shop_id == shop_id,
             User.is_active,
             User.presence == "online",
-            User.capacity > 0,
+            User.capacity > open_count,
             _live_connection(User.id, now),
         )
-    ).all()
+        .order_by(
+            sa.case((User.id == sticky, 0), else_=1) if sticky else sa.literal(1),
+            open_count,
+            User.last_assigned_at.asc().nulls_first(),
+            User.id,
+        )
+        .limit(1)
+    )
     if exclude is not None:
-        candidates = [user for user in candidates if user.id != exclude]
-    counts = open_counts([user.id for user in candidates])
-    available = [user for user in candidates if counts.get(user.id, 0) < user.capacity]
-    if not available:
-        return None
-    if customer.last_agent_id and customer.last_agent_at and now - customer.last_agent_at <= STICKY_FOR:
-        for user in available:
-            if user.id == customer.last_agent_id:
-                return user
-    epoch = now.replace(year=1970)
-    return min(available, key=lambda u: (counts.get(u.id, 0), u.last_assigned_at or epoch, u.id))
+        stmt = stmt.where(User.id != exclude)
+    with tenancy.system_scope(db.session()):
+        return db.session.scalar(stmt)
 
 
 def try_assign(conversation_id: int, exclude: int | None = None, message: dict | None = None) -> int | None:
     """Give an open, unassigned conversation to the best available agent; returns their id or None."""
-    changes = Changes()
     with tenancy.system_scope(db.session()), assignment_lock():
         conversation = db.session.scalar(locked(sa.select(Conversation).where(Conversation.id == conversation_id)))
         if conversation is None or conversation.status != ConversationStatus.OPEN or conversation.assignee_id:
             db.session.rollback()
             return None
-        agent = pick_agent(conversation.shop_id, conversation.customer, exclude=exclude)
-        if agent is None:
+        agent_id = pick_agent(conversation.shop_id, conversation.customer, exclude=exclude)
+        if agent_id is None:
             if conversation.queued_at is None:
                 conversation.queued_at = utcnow()
                 db.session.commit()
@@ -215,15 +224,22 @@ def try_assign(conversation_id: int, exclude: int | None = None, message: dict |
                 db.session.rollback()
             return None
         now = utcnow()
-        conversation.assignee_id = agent.id
+        agent = db.session.get(User, agent_id)
+        conversation.assignee = agent
         conversation.assigned_at = now
         conversation.queued_at = None
         agent.last_assigned_at = now
-        changes.conversation(conversation, "assigned", message)
+        db.session.flush()
+        summary = views.conversation_summary(conversation)
         db.session.commit()
-        agent_id = agent.id
-    with tenancy.system_scope(db.session()):
-        changes.announce()
+    events.emit(
+        events.conversation_changed,
+        summary["shop_id"],
+        conversation=summary,
+        reason="assigned",
+        message=message,
+        notify_user_ids={agent_id},
+    )
     return agent_id
 
 
@@ -261,8 +277,6 @@ def queue_position(conversation: Conversation) -> int | None:
 
 def assign(actor: User, conversation_id: int, user_id: int | None) -> dict:
     """Take, transfer, reassign, or return to the queue (``user_id`` None), with the role rules."""
-    from app.desk import views
-
     changes = Changes()
     conversation = lock_conversation(conversation_id)
     previous = conversation.assignee_id

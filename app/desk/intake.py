@@ -13,9 +13,14 @@ derived from the buyer's message, so handling the same message twice sends nothi
 from __future__ import annotations
 
 import logging
-from datetime import datetime, time, timedelta
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from datetime import time as clock_time
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from sqlalchemy.orm import joinedload
 
 from app import events, tenancy
 from app.db import utcnow
@@ -25,11 +30,12 @@ from app.models import AutoReplyConfig, Conversation, Message, Shop
 
 log = logging.getLogger(__name__)
 OFF_HOURS_REPEAT = timedelta(hours=4)
+CONFIG_TTL = 10.0  # seconds a shop's auto-reply settings are cached per process
 
 
-def _parse_hhmm(value: str) -> time:
+def _parse_hhmm(value: str) -> clock_time:
     hours, minutes = value.split(":")
-    return time(int(hours), int(minutes))
+    return clock_time(int(hours), int(minutes))
 
 
 def within_working_hours(config: AutoReplyConfig, when: datetime, tz) -> bool:
@@ -50,7 +56,11 @@ def on_buyer_message(shop_id: int, conversation_id: int, message_id: int, new_co
     # Runs in the thread that stored the message, after its commit; every step commits its own work.
     try:
         with tenancy.system_scope(db.session()):
-            conversation = db.session.get(Conversation, conversation_id)
+            conversation = db.session.scalar(
+                sa.select(Conversation)
+                .where(Conversation.id == conversation_id)
+                .options(joinedload(Conversation.assignee), joinedload(Conversation.shop))
+            )
             message = db.session.get(Message, message_id)
             if conversation is None or message is None:
                 return
@@ -76,16 +86,47 @@ def on_buyer_message(shop_id: int, conversation_id: int, message_id: int, new_co
         raise
 
 
-def _auto_replies(shop_id: int, conversation_id: int, message_id: int, new_conversation: bool, queued: bool) -> None:
+@dataclass(frozen=True)
+class _ShopReplies:
+    config: AutoReplyConfig | None
+    tz: ZoneInfo
+    read_at: float
+
+
+_configs: dict[int, _ShopReplies] = {}
+
+
+def _shop_replies(shop_id: int) -> _ShopReplies:
+    """The shop's auto-reply settings, read at most every CONFIG_TTL seconds (every buyer message asks)."""
+    cached = _configs.get(shop_id)
+    if cached is not None and time.monotonic() - cached.read_at < CONFIG_TTL:
+        return cached
     with tenancy.system_scope(db.session()):
         config = db.session.scalar(sa.select(AutoReplyConfig).where(AutoReplyConfig.shop_id == shop_id))
-        shop = db.session.get(Shop, shop_id)
+        timezone = db.session.scalar(sa.select(Shop.timezone).where(Shop.id == shop_id)) or "Asia/Shanghai"
+        if config is not None:
+            db.session.expunge(config)
         db.session.commit()
-    if config is None or shop is None:
+    cached = _configs[shop_id] = _ShopReplies(config, ZoneInfo(timezone), time.monotonic())
+    return cached
+
+
+def forget_settings(shop_id: int | None = None) -> None:
+    """Drop cached settings (this process at once; other processes within CONFIG_TTL)."""
+    if shop_id is None:
+        _configs.clear()
+    else:
+        _configs.pop(shop_id, None)
+
+
+def _auto_replies(shop_id: int, conversation_id: int, message_id: int, new_conversation: bool, queued: bool) -> None:
+    replies = _shop_replies(shop_id)
+    config = replies.config
+    if config is None or not (config.welcome_enabled or config.busy_enabled or config.off_hours_enabled):
         return
     now = utcnow()
     with tenancy.system_scope(db.session()):
-        if config.off_hours_enabled and not within_working_hours(config, now, shop.tz):
+        if config.off_hours_enabled and not within_working_hours(config, now, replies.tz):
             last = db.session.scalar(
                 sa.select(sa.func.max(Message.created_at)).where(
                     Message.conversation_id == conversation_id, Message.auto_kind == "off_hours"

@@ -144,8 +144,9 @@ def process_claimed(claimed: Claim) -> int:
     over meanwhile, this worker's work is rolled back rather than applied twice.
     """
     done = 0
-    for event_id in claimed.ids:
-        if not _renew(event_id, claimed.token):
+    for index, event_id in enumerate(claimed.ids):
+        # The first event's lease is as fresh as the claim; later ones are renewed before their turn.
+        if index and not _renew(event_id, claimed.token):
             continue
         event = db.session.get(InboxEvent, event_id)
         try:

@@ -367,5 +367,6 @@ def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
             conversation.waiting_since = sent_at
         if conversation.assignee_id is None and conversation.queued_at is None:
             conversation.queued_at = now
-        customer.last_seen_at = now
+        if customer.last_seen_at is None or now - customer.last_seen_at > timedelta(minutes=1):
+            customer.last_seen_at = now  # minute precision: not an UPDATE per message in a chatty burst
     return StoredMessage(message, conversation, created=created, new_conversation=new_conversation and created)

@@ -82,7 +82,8 @@ class QueueWorkers:
         return handled
 
 
-def InboxWorkers(app: Flask, threads: int = 4, batch: int = 10) -> QueueWorkers:  # noqa: N802 (a factory)
+def InboxWorkers(app: Flask, threads: int = 4, batch: int = 2) -> QueueWorkers:  # noqa: N802 (a factory)
+    # Small claims: an event never waits behind a long batch held by one thread.
     return QueueWorkers(app, inbox.claim, inbox.process_claimed, threads=threads, batch=batch, name="inbox")
 
 

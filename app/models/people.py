@@ -73,7 +73,8 @@ class User(UserMixin, IdMixin, TimestampMixin, Base):
     # Assignment gives ties to whoever has waited longest for a conversation.
     last_assigned_at: Mapped[datetime | None]
 
-    shops = relationship("Shop", secondary=user_shops, lazy="selectin", order_by="Shop.id")
+    # Loaded when used (the request's scope, forms), not with every user row (agent lists, assignment).
+    shops = relationship("Shop", secondary=user_shops, lazy="select", order_by="Shop.id")
 
     def set_password(self, password: str) -> None:
         if len(password) < MIN_PASSWORD_LENGTH:
@@ -116,7 +117,7 @@ class Customer(ShopScoped, IdMixin, Base):
     last_agent_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
     last_agent_at: Mapped[datetime | None]
 
-    tags = relationship("CustomerTag", cascade="all, delete-orphan", lazy="selectin", order_by="CustomerTag.tag")
+    tags = relationship("CustomerTag", cascade="all, delete-orphan", lazy="select", order_by="CustomerTag.tag")
 
     @property
     def tag_names(self) -> list[str]:

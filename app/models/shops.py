@@ -27,9 +27,11 @@ class Shop(IdMixin, TimestampMixin, Base):
     name: Mapped[str] = mapped_column(sa.String(100))
     appid: Mapped[str] = mapped_column(sa.String(64), unique=True)
     # Credentials: encrypted at rest, never rendered back in full (secretbox.mask).
-    app_secret: Mapped[str] = mapped_column(EncryptedText)
-    push_token: Mapped[str] = mapped_column(EncryptedText)
-    encoding_aes_key: Mapped[str] = mapped_column(EncryptedText)
+    # Deferred: loading a shop (every conversation summary, every request's shop list) does not
+    # decrypt them; the first access loads all three in one query.
+    app_secret: Mapped[str] = mapped_column(EncryptedText, deferred=True, deferred_group="credentials")
+    push_token: Mapped[str] = mapped_column(EncryptedText, deferred=True, deferred_group="credentials")
+    encoding_aes_key: Mapped[str] = mapped_column(EncryptedText, deferred=True, deferred_group="credentials")
     api_base_url: Mapped[str] = mapped_column(sa.String(255), default=DEFAULT_API_BASE)
     # The unguessable path segment of this shop's push URL: /webhooks/<webhook_key>.
     webhook_key: Mapped[str] = mapped_column(sa.String(32), unique=True, default=new_webhook_key)

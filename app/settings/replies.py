@@ -19,6 +19,7 @@ from wtforms.validators import DataRequired, Length, Regexp
 
 from app import audit
 from app.auth.access import accessible_shops, supervisor_required
+from app.desk import intake
 from app.extensions import db
 from app.models import AutoReplyConfig, QuickReply, Shop
 from app.settings import bp
@@ -187,6 +188,7 @@ def auto_replies(shop_id: int):
         db.session.flush()
         audit.record("auto_replies.saved", shop_id=shop.id, subject_kind="shop", subject_id=str(shop.id))
         db.session.commit()
+        intake.forget_settings(shop.id)
         flash(_("Saved."), "success")
         return redirect(url_for("settings.auto_replies", shop_id=shop.id))
     return render_template(
