@@ -110,8 +110,10 @@ class Config:
     INBOX_RETRY_BASE_SECONDS = float(env_str("INBOX_RETRY_BASE_SECONDS", "2"))  # doubles per attempt, max 300
     # Threads per process that handle received pushes (each fetches details from the platform).
     INBOX_WORKER_THREADS = env_int("INBOX_WORKER_THREADS", 4)
-    # Start inbox workers in web processes (they wake on each received push). Off: only the
-    # scheduler process works the inbox, a second later.
+    # Start inbox and outbox workers in web processes (they wake on each received push or reply).
+    # Off: `flask workers` processes (and the scheduler) do the work, woken through Redis
+    # (REDIS_URL), else within a second by their own polling. Off is the production shape: the web
+    # processes then only take requests and serve websockets.
     INBOX_WORKERS_IN_WEB = env_bool("INBOX_WORKERS_IN_WEB", True)
     # Outbox (calls to the platform: replies, after-sale actions): attempts on retryable errors
     # (busy, unavailable) before a call fails visibly; backoff doubles from the base, max 60 s.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -29,6 +30,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(demo_cli)
     app.cli.add_command(serve_command)
     app.cli.add_command(scheduler_command)
+    app.cli.add_command(workers_command)
     app.cli.add_command(simulator_cli)
     app.cli.add_command(sync_command)
 
@@ -39,15 +41,38 @@ def scheduler_command():
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     from app import scheduler
-    from app.ingest import worker
 
     app = current_app._get_current_object()
-    from app.desk import realtime
-
-    realtime.use_write_only(app)  # this process serves no browsers: emit through Redis
-    worker.start_workers(app)
+    _start_background_workers(app)
     click.echo("scheduler running: pollers per shop, inbox and outbox workers, assignment queue")
     scheduler.configure(app, BlockingScheduler(timezone="UTC", job_defaults=scheduler.JOB_DEFAULTS)).start()
+
+
+def _start_background_workers(app) -> None:
+    """Inbox and outbox workers in a process that serves no browsers: woken by the web processes
+    through Redis, emitting to browsers through Redis (write-only)."""
+    from app.desk import realtime
+    from app.ingest import worker
+
+    realtime.use_write_only(app)
+    worker.start_workers(app)
+    worker.listen_for_wakes(app)
+
+
+@click.command("workers")
+def workers_command():
+    """Work the inbox and outbox in this process (any number of these; web processes then run none:
+    set INBOX_WORKERS_IN_WEB=0). Takes the load of handling pushes and replies off the web processes."""
+    import signal
+    import threading
+
+    app = current_app._get_current_object()
+    _start_background_workers(app)
+    click.echo("workers running: inbox and outbox, woken through Redis")
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        stopping.wait()
 
 
 @click.command("sync")

@@ -68,12 +68,14 @@ from app.platform.crypto import PushCrypto, sha1_signature
 from app.platform.simulator import Simulator, create_simulator_app
 from bench.common import (
     AES_KEY,
+    BIN,
     add_shop,
     desk_env,
     emit,
     flask,
     free_port,
     postgres_database,
+    start_process,
     start_web,
     stop,
     summary_ms,
@@ -603,6 +605,12 @@ def main() -> None:
     parser.add_argument(
         "--drain", type=float, default=10.0, help="after the load, stop waiting once nothing arrived for this long"
     )
+    parser.add_argument(
+        "--worker-processes",
+        type=int,
+        default=0,
+        help="`flask workers` processes for the inbox and outbox (0: they run inside the web process)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--idle-seconds", type=float, default=5.0, help="CPU measured with agents connected, idle")
     args = parser.parse_args()
@@ -621,11 +629,17 @@ def main() -> None:
         logs = Path(os.environ.get("BENCH_LOG_DIR") or tmp)  # set BENCH_LOG_DIR to keep the web log
         logs.mkdir(parents=True, exist_ok=True)
         env = desk_env(database_url, REDIS_URL=REDIS_URL, SOCKETIO_CHANNEL=SOCKETIO_CHANNEL)
+        if args.worker_processes:
+            env["INBOX_WORKERS_IN_WEB"] = "0"
         flask(env, "db", "upgrade")
         shop_id, key = add_shop(env, APPID, sim_url)
         agent_rows = create_agents(database_url, shop_id, args.agents, capacity=max(200, args.buyers))
         port = free_port()
         web = start_web(env, port, threads, logs / "web.log")
+        workers = [
+            start_process([str(BIN / "flask"), "workers"], env, logs / f"workers{n}.log")
+            for n in range(args.worker_processes)
+        ]
         base_url = f"http://127.0.0.1:{port}"
         agents = [Agent(user_id, username, base_url, recorder) for user_id, username in agent_rows]
         stopping = threading.Event()
@@ -660,6 +674,8 @@ def main() -> None:
             for agent in agents:
                 agent.close()
             stop(web)
+            for process in workers:
+                stop(process)
             simulator.stop()
             sim_server.shutdown()
         facts = database_facts(database_url, shop_id, count)
@@ -724,6 +740,7 @@ def main() -> None:
             "cpu_idle_before_load": idle_cpu,
             "cpu_load_and_drain": cpu,
             "web_cpu_ms_per_message": round(cpu["web_worker_cpu_s"] * 1000 / max(1, count), 1),
+            "worker_processes": args.worker_processes,
             "conversations": facts["conversations"],
             "inbox_states": facts["inbox_states"],
             "breakdown": {**breakdown(recorder, facts, first_of_buyer), **reply_stages},

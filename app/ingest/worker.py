@@ -117,14 +117,64 @@ def _ensure_started(app: Flask, key: str) -> QueueWorkers | None:
 
 
 def wake(app: Flask) -> None:
-    """Wake this process's inbox workers; web processes start theirs on the first push received."""
-    workers = _ensure_started(app, EXTENSION_KEY)
-    if workers is not None:
-        workers.wake()
+    """Wake inbox workers: this process's (web processes start theirs on the first push received),
+    or, when web processes run none, the worker processes' through Redis."""
+    _wake(app, EXTENSION_KEY, "inbox")
 
 
 def wake_outbox(app: Flask) -> None:
-    """Wake this process's outbox workers (started on first use in web processes)."""
-    workers = _ensure_started(app, OUTBOX_KEY)
+    """Wake outbox workers (started on first use in web processes), here or through Redis."""
+    _wake(app, OUTBOX_KEY, "outbox")
+
+
+def _wake(app: Flask, key: str, queue: str) -> None:
+    workers = _ensure_started(app, key)
     if workers is not None:
         workers.wake()
+    elif app.config.get("REDIS_URL") and not app.testing:
+        try:
+            _redis(app).publish(wake_channel(app), queue)
+        except Exception:  # the workers also look every second on their own
+            log.warning("could not publish a %s wake-up", queue, exc_info=True)
+
+
+def wake_channel(app: Flask) -> str:
+    return f"{app.config['SOCKETIO_CHANNEL']}:wake"
+
+
+_redis_clients: dict[str, object] = {}
+
+
+def _redis(app: Flask):
+    import redis
+
+    url = app.config["REDIS_URL"]
+    client = _redis_clients.get(url)
+    if client is None:
+        client = _redis_clients[url] = redis.Redis.from_url(url)
+    return client
+
+
+def listen_for_wakes(app: Flask) -> threading.Thread | None:
+    """In a worker process: wake this process's workers when a web process publishes new work."""
+    if not app.config.get("REDIS_URL"):
+        return None
+
+    def run() -> None:
+        while True:
+            try:
+                pubsub = _redis(app).pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(wake_channel(app))
+                for message in pubsub.listen():
+                    queue = message.get("data")
+                    key = EXTENSION_KEY if queue == b"inbox" else OUTBOX_KEY if queue == b"outbox" else None
+                    workers = app.extensions.get(key) if key else None
+                    if workers is not None:
+                        workers.wake()
+            except Exception:
+                log.warning("wake-up listener lost Redis; reconnecting in a second", exc_info=True)
+                threading.Event().wait(1.0)
+
+    thread = threading.Thread(target=run, name="wake-listener", daemon=True)
+    thread.start()
+    return thread

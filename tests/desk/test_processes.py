@@ -87,20 +87,29 @@ def deployment(tmp_path_factory):
     )
     key, user_id = subprocess.run([sys.executable, "-c", script], **run, text=True).stdout.split()
     processes, urls, logs = [], [], []
-    for n in range(2):
+    # Web process 0 works its own inbox; web process 1 leaves it to a `flask workers` process,
+    # which it wakes through Redis (the production shape).
+    commands = {
+        "web0": (None, ["-m", "gunicorn", "-w", "1", "--threads", "16", "-b", "127.0.0.1:{port}", "wsgi:app"]),
+        "web1": ("0", ["-m", "gunicorn", "-w", "1", "--threads", "16", "-b", "127.0.0.1:{port}", "wsgi:app"]),
+        "workers": ("0", ["-m", "flask", "workers"]),
+    }
+    for name, (in_web, args) in commands.items():
         port = _free_port()
-        log = (tmp / f"web{n}.log").open("w")
+        log = (tmp / f"{name}.log").open("w")
         logs.append(log)
+        process_env = {**env, **({"INBOX_WORKERS_IN_WEB": in_web} if in_web else {})}
         processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-w", "1", "--threads", "16", "-b", f"127.0.0.1:{port}", "wsgi:app"],
+                [sys.executable, *(a.format(port=port) for a in args)],
                 cwd=ROOT,
-                env=env,
+                env=process_env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
         )
-        urls.append(f"http://127.0.0.1:{port}")
+        if name.startswith("web"):
+            urls.append(f"http://127.0.0.1:{port}")
     for base in urls:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -187,6 +196,8 @@ def _wait(condition, timeout: float = 15.0) -> bool:
 
 
 def test_a_push_to_one_process_reaches_an_agent_on_another(deployment):
+    """Web 1 stores the push and wakes the workers process, which handles it and emits through
+    Redis; web 0 delivers to the agent's websocket."""
     received: list = []
     connected = threading.Event()
     client = _agent_socket(deployment["urls"][0], received, connected)
@@ -225,3 +236,34 @@ def test_a_process_without_browsers_emits_through_redis(deployment):
         assert _wait(lambda: any(e == "presence.changed" and d["presence"] == "away" for _, e, d in received))
     finally:
         client.disconnect()
+
+
+def test_web_processes_wake_worker_processes_through_redis():
+    """The wake-up itself: a web process without workers publishes; a worker process listens."""
+    from flask import Flask
+
+    from app.ingest import worker
+
+    if not _redis_up():
+        pytest.skip(f"!!! Redis not reachable at {REDIS_URL} !!!")
+    config = {"REDIS_URL": REDIS_URL, "SOCKETIO_CHANNEL": f"wake-test-{uuid.uuid4().hex[:8]}"}
+    config["INBOX_WORKERS_IN_WEB"] = False
+    woke = {"inbox": threading.Event(), "outbox": threading.Event()}
+
+    class Workers:
+        def __init__(self, queue: str):
+            self.queue = queue
+
+        def wake(self) -> None:
+            woke[self.queue].set()
+
+    worker_process = Flask("workers")
+    worker_process.config.update(config)
+    worker_process.extensions[worker.EXTENSION_KEY] = Workers("inbox")
+    worker_process.extensions[worker.OUTBOX_KEY] = Workers("outbox")
+    worker.listen_for_wakes(worker_process)
+    web_process = Flask("web")
+    web_process.config.update(config)
+    for queue, wake in (("inbox", worker.wake), ("outbox", worker.wake_outbox)):
+        # Publish until the listener (subscribing in its thread) hears one.
+        assert _wait(lambda w=wake, q=queue: w(web_process) or woke[q].wait(0.2), timeout=10), queue
