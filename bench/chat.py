@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import itertools
-import json
 import logging
 import os
 import random
@@ -54,7 +53,6 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlencode
 
 import redis
 import requests
@@ -64,7 +62,7 @@ from werkzeug.serving import make_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.platform.crypto import PushCrypto, sha1_signature
+from app.platform.crypto import PushCrypto
 from app.platform.simulator import Simulator, create_simulator_app
 from bench.common import (
     AES_KEY,
@@ -75,6 +73,7 @@ from bench.common import (
     flask,
     free_port,
     postgres_database,
+    signed_push,
     start_process,
     start_web,
     stop,
@@ -307,17 +306,7 @@ def build_pushes(count: int, buyers: int, path: str) -> list[tuple[str, str, byt
             "msg_type": "text",
             "text": {"content": f"在吗？这个什么时候发货 [bench-{i}]"},
         }
-        encrypted, msg_signature = crypto.encrypt_push(json.dumps(message, ensure_ascii=False), timestamp, nonce)
-        query = urlencode(
-            {
-                "signature": sha1_signature(TOKEN, timestamp, nonce),
-                "timestamp": timestamp,
-                "nonce": nonce,
-                "encrypt_type": "aes",
-                "msg_signature": msg_signature,
-            }
-        )
-        pushes.append((openid, f"{path}?{query}", json.dumps({"ToUserName": APPID, "Encrypt": encrypted}).encode()))
+        pushes.append((openid, *signed_push(crypto, TOKEN, APPID, path, message, timestamp, nonce)))
     return pushes
 
 

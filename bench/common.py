@@ -26,6 +26,25 @@ PG_ADMIN = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@1
 BIN = Path(sys.executable).parent
 
 
+def signed_push(crypto, token: str, appid: str, path: str, message: dict, timestamp: str, nonce: str):
+    """A push as the platform sends it: (URL path with signature query, encrypted JSON body)."""
+    from urllib.parse import urlencode
+
+    from app.platform.crypto import sha1_signature
+
+    encrypted, msg_signature = crypto.encrypt_push(json.dumps(message, ensure_ascii=False), timestamp, nonce)
+    query = urlencode(
+        {
+            "signature": sha1_signature(token, timestamp, nonce),
+            "timestamp": timestamp,
+            "nonce": nonce,
+            "encrypt_type": "aes",
+            "msg_signature": msg_signature,
+        }
+    )
+    return f"{path}?{query}", json.dumps({"ToUserName": appid, "Encrypt": encrypted}).encode()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

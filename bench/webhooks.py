@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import random
 import secrets
 import sys
@@ -23,13 +22,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlencode
 
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.platform.crypto import PushCrypto, sha1_signature
+from app.platform.crypto import PushCrypto
 from bench.common import (
     AES_KEY,
     add_shop,
@@ -38,6 +36,7 @@ from bench.common import (
     flask,
     free_port,
     postgres_database,
+    signed_push,
     start_web,
     stop,
     summary_ms,
@@ -64,17 +63,7 @@ def prepare(count: int, duplicates: float, path: str) -> tuple[list[tuple[str, b
             "msg_type": "text",
             "text": {"content": "在吗？这个什么时候发货"},
         }
-        encrypted, msg_signature = crypto.encrypt_push(json.dumps(message, ensure_ascii=False), timestamp, nonce)
-        query = urlencode(
-            {
-                "signature": sha1_signature(TOKEN, timestamp, nonce),
-                "timestamp": timestamp,
-                "nonce": nonce,
-                "encrypt_type": "aes",
-                "msg_signature": msg_signature,
-            }
-        )
-        request = (f"{path}?{query}", json.dumps({"ToUserName": APPID, "Encrypt": encrypted}).encode())
+        request = signed_push(crypto, TOKEN, APPID, path, message, timestamp, nonce)
         distinct += 1
         requests_.append(request)
         if rng.random() < duplicates and len(requests_) < count:
