@@ -58,6 +58,13 @@ def dedupe_key(payload: dict, plaintext: str) -> str:
     return f"sha256:{hashlib.sha256(plaintext.encode()).hexdigest()}"
 
 
+def subject_of(payload: dict) -> str | None:
+    """A buyer's messages share a subject: they are handled one after another, in arrival order."""
+    if payload.get("Event") == MESSAGE_EVENT and payload.get("FromUserName"):
+        return f"buyer:{payload['FromUserName']}"[:160]
+    return None
+
+
 def receive(shop_id: int, payload: dict, plaintext: str, connection: sa.Connection | None = None) -> bool:
     """Store a push once; True when it is new. The caller commits (its session, or ``connection``)."""
     table = InboxEvent.__table__
@@ -68,6 +75,7 @@ def receive(shop_id: int, payload: dict, plaintext: str, connection: sa.Connecti
             shop_id=shop_id,
             dedupe_key=dedupe_key(payload, plaintext),
             event=str(payload.get("Event", ""))[:64],
+            subject=subject_of(payload),
             payload=payload,
             status=InboxStatus.PENDING,
             attempts=0,
@@ -106,9 +114,26 @@ def claim(limit: int = 20) -> Claim:
         sa.and_(InboxEvent.status == InboxStatus.PENDING, InboxEvent.next_attempt_at <= now),
         sa.and_(InboxEvent.status == InboxStatus.PROCESSING, InboxEvent.next_attempt_at <= now),  # lease ran out
     )
-    candidates = sa.select(InboxEvent.id).where(due).order_by(InboxEvent.id).limit(limit)
+    earlier = sa.orm.aliased(InboxEvent)
+    # A buyer's next message waits until the one before it is handled (chat order = arrival order).
+    blocked = (
+        sa.select(earlier.id)
+        .where(
+            earlier.shop_id == InboxEvent.shop_id,
+            earlier.subject == InboxEvent.subject,
+            earlier.id < InboxEvent.id,
+            earlier.status.in_([InboxStatus.PENDING, InboxStatus.PROCESSING]),
+        )
+        .exists()
+    )
+    candidates = (
+        sa.select(InboxEvent.id)
+        .where(due, sa.or_(InboxEvent.subject.is_(None), ~blocked))
+        .order_by(InboxEvent.id)
+        .limit(limit)
+    )
     if db.engine.dialect.name == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
+        candidates = candidates.with_for_update(skip_locked=True, of=InboxEvent)
     stmt = (
         sa.update(InboxEvent)
         .where(InboxEvent.id.in_(candidates.scalar_subquery()), due)

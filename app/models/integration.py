@@ -38,10 +38,13 @@ class InboxEvent(ShopScoped, IdMixin, Base):
         # The same push re-delivered (the platform retries ~10 times) lands on the same key.
         sa.UniqueConstraint("shop_id", "dedupe_key"),
         sa.Index("ix_inbox_events_status_next", "status", "next_attempt_at"),
+        sa.Index("ix_inbox_events_subject", "shop_id", "subject", "id"),
     )
 
     dedupe_key: Mapped[str] = mapped_column(sa.String(160))
     event: Mapped[str] = mapped_column(sa.String(64))
+    # Events about the same subject (a buyer's messages) are handled in the order they arrived.
+    subject: Mapped[str | None] = mapped_column(sa.String(160))
     payload: Mapped[dict] = mapped_column(JSONType)
     status: Mapped[InboxStatus] = mapped_column(_enum(InboxStatus), default=InboxStatus.PENDING)
     attempts: Mapped[int] = mapped_column(default=0)

@@ -55,3 +55,53 @@ def test_inbox_pages_and_counts(app, world, login):
     only_a = client.get(f"/api/inbox?view=all&shop={world.a.shop_id}").get_json()
     assert [c["id"] for c in only_a["conversations"]] == [world.a.conversation_id]
     assert only_a["counts"]["all"] == 1
+
+
+def test_a_buyers_burst_is_filed_in_arrival_order_by_concurrent_workers(app):
+    """Forty messages from one buyer (and noise from others), four worker threads: seq follows arrival."""
+    import json
+    import uuid
+
+    import sqlalchemy as sa
+
+    from app.ingest import inbox
+    from app.ingest.worker import InboxWorkers
+    from app.models import Conversation, Customer, Message
+    from tests.factories import make_shop
+
+    with app.app_context():
+        shop_id = make_shop("连发店").id
+        db.session.commit()
+        for n in range(40):
+            for openid, text in (("o_burst", f"第{n}句"), (f"o_other_{n % 5}", f"别人{n}")):
+                payload = {
+                    "FromUserName": openid,
+                    "Event": "commkf_send_msg_to_kf",
+                    "msg_id": uuid.uuid4().hex,
+                    "msg_type": "text",
+                    "text": {"content": text},
+                    "CreateTime": 1_700_000_000 + n,
+                }
+                inbox.receive(shop_id, payload, json.dumps(payload))
+        db.session.commit()
+    workers = InboxWorkers(app, threads=4, batch=3).start()
+    try:
+        with app.app_context():
+            from tests.platform.conftest import wait_until
+
+            def filed() -> int:
+                count = db.session.scalar(sa.select(sa.func.count()).select_from(Message))
+                db.session.commit()
+                return count
+
+            assert wait_until(lambda: filed() == 80, timeout=30)
+            texts = db.session.scalars(
+                sa.select(Message.text)
+                .join(Conversation, Conversation.id == Message.conversation_id)
+                .join(Customer, Customer.id == Conversation.customer_id)
+                .where(Customer.openid == "o_burst")
+                .order_by(Message.seq)
+            ).all()
+            assert texts == [f"第{n}句" for n in range(40)]
+    finally:
+        workers.stop()
