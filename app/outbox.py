@@ -166,13 +166,28 @@ def process_claimed(claimed: Claim) -> int:
         if announcements is None:
             continue
         done += 1
-        for announce in announcements:
-            announce()
+        announce_all(announcements)
     return done
 
 
+def announce_all(announcements: list[Announcement]) -> None:
+    """Run announcements after a commit; one that fails is logged and never stops the others or the queue."""
+    for announce in announcements:
+        try:
+            announce()
+        except Exception:
+            log.exception("announcement after an outbox call failed")
+
+
+def _held(call_id: int, token: str) -> OutboxCall | None:
+    """The call, locked until commit, if this claim still holds it (a takeover cannot slip in between)."""
+    from app.ingest.store import locked
+
+    return db.session.scalar(locked(sa.select(OutboxCall).where(_mine(call_id, token))))
+
+
 def _succeed(call_id: int, token: str, handler: Handler, answer: dict) -> list[Announcement] | None:
-    call = db.session.scalar(sa.select(OutboxCall).where(_mine(call_id, token)))
+    call = _held(call_id, token)
     if call is None:  # the lease was taken over; the other worker's outcome stands
         db.session.rollback()
         return None
@@ -188,7 +203,7 @@ def _succeed(call_id: int, token: str, handler: Handler, answer: dict) -> list[A
 
 
 def _retry_or_fail(call_id: int, token: str, handler: Handler | None, exc: Exception) -> None:
-    call = db.session.scalar(sa.select(OutboxCall).where(_mine(call_id, token)))
+    call = _held(call_id, token)
     if call is None:
         db.session.rollback()
         return
@@ -218,5 +233,4 @@ def _retry_or_fail(call_id: int, token: str, handler: Handler | None, exc: Excep
         if handler is not None:
             announcements = handler.failed(call, exc)
     db.session.commit()
-    for announce in announcements:
-        announce()
+    announce_all(announcements)

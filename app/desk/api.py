@@ -150,8 +150,11 @@ def send_image(conversation_id: int):
     content_type = (upload.mimetype or "").lower()
     if content_type not in IMAGE_TYPES or len(data) > MAX_IMAGE or not data:
         raise DeskError("invalid", _("Images must be JPEG, PNG, GIF or WebP, at most 10 MB."))
-    # Check the budget before spending an upload on a message that cannot be sent.
-    conversations._check_budget(found, conversations.utcnow())
+    # Every check that does not need the platform first: no upload spent on a message never sent.
+    conversations.check_can_reply(current_user, found, request_id)
+    existing = db.session.scalar(sa.select(Message).where(Message.request_id == request_id))
+    if existing is not None and existing.conversation_id == found.id:
+        return jsonify(message=views.message_dict(existing)), 200  # a repeated upload request
     shop = db.session.get(Shop, found.shop_id)
     openid = found.customer.openid
     db.session.commit()  # nothing held while the platform answers

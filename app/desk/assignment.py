@@ -288,6 +288,9 @@ def assign(actor: User, conversation_id: int, user_id: int | None) -> dict:
     if conversation.status != ConversationStatus.OPEN:
         raise DeskError("resolved", _("This conversation is resolved. Reopen it first."))
     now = utcnow()
+    if user_id is None and previous is None:
+        db.session.rollback()  # already waiting in the queue: keep its place
+        return views.conversation_summary(conversation)
     if user_id is None:
         conversation.assignee_id = None
         conversation.assigned_at = None

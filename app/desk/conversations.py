@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from flask_babel import gettext as _
@@ -195,6 +195,10 @@ def send_reply(
         return views.message_dict(existing)  # a resend after a lost acknowledgement
     changes = Changes()
     conversation = lock_conversation(conversation_id)
+    existing = _existing_request(request_id)  # again, under the lock: a concurrent resend got here first
+    if existing is not None:
+        db.session.rollback()
+        return views.message_dict(existing)
     previous = conversation.assignee_id
     if previous not in (None, user.id) and user.role == Role.AGENT:
         raise DeskError(
@@ -223,6 +227,21 @@ def send_reply(
     db.session.commit()
     changes.announce()
     return data_
+
+
+def check_can_reply(user: User, conversation: Conversation, request_id: str) -> None:
+    """The refusals a reply can meet before it is queued (without locking), for the upload path."""
+    if not REQUEST_ID_RE.match(request_id or ""):
+        raise DeskError("invalid", _("The message has no valid request id; reload the page."))
+    if conversation.assignee_id not in (None, user.id) and user.role == Role.AGENT:
+        raise DeskError(
+            "forbidden",
+            _(
+                "%(name)s is serving this buyer. Ask them or a supervisor to transfer it.",
+                name=conversation.assignee.display_name,
+            ),
+        )
+    _check_budget(conversation, utcnow())
 
 
 def _assign(conversation: Conversation, user: User, now: datetime) -> None:
@@ -267,6 +286,7 @@ def _queue_outbound(
             "open_id": conversation.customer.openid,
             "msg_type": msg_type,
             "content": content,
+            "turn": _turn(conversation),
         },
         request_id,
         subject=("conversation", str(conversation.id)),
@@ -275,11 +295,27 @@ def _queue_outbound(
     return message
 
 
-def send_auto(conversation_id: int, kind: str, text: str, request_id: str) -> dict | None:
+def _turn(conversation: Conversation) -> str | None:
+    """Which buyer turn a reply's budget slot belongs to (the buyer's last message time)."""
+    return views.iso(conversation.last_buyer_message_at)
+
+
+def send_auto(
+    conversation_id: int,
+    kind: str,
+    text: str,
+    request_id: str,
+    *,
+    once_within: timedelta | None = None,
+    once_per_queue: bool = False,
+) -> dict | None:
     """Queue an automatic message (welcome, busy, off-hours), once per ``request_id``.
 
     Sent only while it leaves agents their share of the platform's 5-message budget
-    (``AUTO_REPLY_BUDGET``); never counted as a human reply. Returns the message, or None if skipped.
+    (``AUTO_REPLY_BUDGET``); never counted as a human reply. ``once_within``: not if one of this kind
+    went out that recently; ``once_per_queue``: only while queued, once per stay in the queue. Both
+    are decided under the conversation lock, so two buyer messages handled at once send one.
+    Returns the message, or None if skipped.
     """
     from flask import current_app
 
@@ -288,6 +324,21 @@ def send_auto(conversation_id: int, kind: str, text: str, request_id: str) -> di
     changes = Changes()
     conversation = lock_conversation(conversation_id)
     now = utcnow()
+    since = None
+    if once_per_queue:
+        if conversation.assignee_id is not None or conversation.queued_at is None:
+            db.session.rollback()
+            return None
+        since = conversation.queued_at
+    elif once_within is not None:
+        since = now - once_within
+    if since is not None and db.session.scalar(
+        sa.select(Message.id)
+        .where(Message.conversation_id == conversation_id, Message.auto_kind == kind, Message.created_at >= since)
+        .limit(1)
+    ):
+        db.session.rollback()
+        return None
     try:
         _check_budget(conversation, now)
     except DeskError:
@@ -325,6 +376,9 @@ def add_note(user: User, conversation_id: int, text: str, request_id: str | None
         raise DeskError("invalid", _("A note can have at most %(n)d characters.", n=4000))
     changes = Changes()
     conversation = lock_conversation(conversation_id)
+    if request_id and (existing := _existing_request(request_id)) is not None:
+        db.session.rollback()
+        return views.message_dict(existing)
     message = add_message(
         conversation,
         direction=MessageDirection.INTERNAL,
@@ -364,6 +418,7 @@ def retry_message(user: User, message_id: int) -> dict:
     if call is None:
         raise DeskError("conflict", _("Only a failed message can be sent again."))
     conversation.replies_since_buyer += 1
+    call.payload = {**call.payload, "turn": _turn(conversation)}  # the slot is taken in this turn
     outbox.retry(call)
     message.delivery_state = DeliveryState.PENDING
     message.delivery_error = None
@@ -482,11 +537,10 @@ def _send_failed(call: OutboxCall, exc: Exception) -> list:
     reason = failure_reason(exc)
     message.delivery_state = DeliveryState.FAILED
     message.delivery_error = reason
-    if reason == "reply_limit":
+    same_turn = call.payload.get("turn") == _turn(conversation)  # the buyer has not written since
+    if same_turn and reason == "reply_limit":
         conversation.replies_since_buyer = views.REPLIES_PER_TURN  # the platform says so
-    elif (
-        conversation.last_buyer_message_at is None or message.created_at >= conversation.last_buyer_message_at
-    ) and conversation.replies_since_buyer > 0:
+    elif same_turn and conversation.replies_since_buyer > 0:
         # Not sent: it gives its place in this turn's budget back.
         conversation.replies_since_buyer -= 1
         if message.sender_kind == SenderKind.AUTO and conversation.auto_replies_since_buyer > 0:

@@ -120,38 +120,40 @@ def forget_settings(shop_id: int | None = None) -> None:
 
 
 def _auto_replies(shop_id: int, conversation_id: int, message_id: int, new_conversation: bool, queued: bool) -> None:
+    with tenancy.system_scope(db.session()):
+        sent = _send_auto_replies(shop_id, conversation_id, message_id, new_conversation, queued)
+    if sent:
+        from flask import current_app
+
+        from app.ingest import worker
+
+        worker.wake_outbox(current_app._get_current_object())
+
+
+def _send_auto_replies(
+    shop_id: int, conversation_id: int, message_id: int, new_conversation: bool, queued: bool
+) -> bool:
     replies = _shop_replies(shop_id)
     config = replies.config
     if config is None or not (config.welcome_enabled or config.busy_enabled or config.off_hours_enabled):
-        return
-    now = utcnow()
-    with tenancy.system_scope(db.session()):
-        if config.off_hours_enabled and not within_working_hours(config, now, replies.tz):
-            last = db.session.scalar(
-                sa.select(sa.func.max(Message.created_at)).where(
-                    Message.conversation_id == conversation_id, Message.auto_kind == "off_hours"
-                )
+        return False
+    if config.off_hours_enabled and not within_working_hours(config, utcnow(), replies.tz):
+        text = config.off_hours_text
+        return bool(
+            conversations.send_auto(
+                conversation_id, "off_hours", text, f"auto-off-{message_id}", once_within=OFF_HOURS_REPEAT
             )
-            db.session.commit()
-            if last is None or now - last >= OFF_HOURS_REPEAT:
-                conversations.send_auto(conversation_id, "off_hours", config.off_hours_text, f"auto-off-{message_id}")
-            return
-        if new_conversation and config.welcome_enabled:
-            conversations.send_auto(conversation_id, "welcome", config.welcome_text, f"auto-welcome-{message_id}")
-        if queued and config.busy_enabled and not _busy_sent_since_queued(conversation_id):
-            conversations.send_auto(conversation_id, "busy", config.busy_text, f"auto-busy-{message_id}")
-
-
-def _busy_sent_since_queued(conversation_id: int) -> bool:
-    """One "all agents busy" per stay in the queue, however many messages the buyer sends meanwhile."""
-    queued_at = db.session.scalar(sa.select(Conversation.queued_at).where(Conversation.id == conversation_id))
-    last = db.session.scalar(
-        sa.select(sa.func.max(Message.created_at)).where(
-            Message.conversation_id == conversation_id, Message.auto_kind == "busy"
         )
-    )
-    db.session.commit()
-    return last is not None and queued_at is not None and last >= queued_at
+    sent = False
+    if new_conversation and config.welcome_enabled:
+        text = config.welcome_text
+        sent |= bool(conversations.send_auto(conversation_id, "welcome", text, f"auto-welcome-{message_id}"))
+    if queued and config.busy_enabled:
+        text = config.busy_text
+        sent |= bool(
+            conversations.send_auto(conversation_id, "busy", text, f"auto-busy-{message_id}", once_per_queue=True)
+        )
+    return sent
 
 
 def install() -> None:

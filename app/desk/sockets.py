@@ -154,6 +154,8 @@ class DeskNamespace(Namespace):
     @desk_event
     def on_message_send(self, data):
         msg_type = str(data.get("msg_type") or "text")
+        if msg_type == "image":  # images go through POST /api/conversations/<id>/images (the upload)
+            raise DeskError("invalid", _("This kind of message cannot be sent."))
         message = conversations.send_reply(
             current_user, _int(data, "conversation_id"), str(data.get("request_id") or ""), msg_type, data
         )

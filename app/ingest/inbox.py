@@ -197,7 +197,11 @@ def process_claimed(claimed: Claim) -> int:
             continue
         done += 1
         for announce in announcements:
-            announce()
+            try:
+                announce()
+            except Exception:  # the event is handled; a subscriber's failure must not stall the batch
+                db.session.rollback()
+                log.exception("announcing inbox event %s failed", event_id)
     return done
 
 
