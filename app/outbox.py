@@ -133,7 +133,16 @@ def claim(limit: int = 10) -> Claim:
     stmt = (
         sa.update(OutboxCall)
         .where(OutboxCall.id.in_(candidates.scalar_subquery()), due)
-        .values(status=OutboxStatus.IN_FLIGHT, next_attempt_at=now + LEASE, claim_token=token)
+        .values(
+            status=OutboxStatus.IN_FLIGHT,
+            next_attempt_at=now + LEASE,
+            claim_token=token,
+            # Taking over an expired lease counts as an attempt: a call that kills its process
+            # each time is not retried forever.
+            attempts=sa.case(
+                (OutboxCall.status == OutboxStatus.IN_FLIGHT, OutboxCall.attempts + 1), else_=OutboxCall.attempts
+            ),
+        )
         .returning(OutboxCall.id)
         .execution_options(synchronize_session=False)
     )

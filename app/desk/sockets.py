@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from functools import wraps
 
+import sqlalchemy as sa
 from flask import request
 from flask_babel import gettext as _
 from flask_login import current_user
@@ -23,7 +24,7 @@ from app.desk import assignment, conversations
 from app.desk.conversations import DeskError
 from app.desk.realtime import NAMESPACE, conversation_room, user_room, watch_room
 from app.extensions import db, socketio
-from app.models import Shop
+from app.models import Conversation, Shop
 
 log = logging.getLogger(__name__)
 INBOX_VIEWS = ("mine", "unassigned", "all", "resolved")
@@ -47,6 +48,19 @@ def _scoped_shop_ids() -> list[int]:
     return list(db.session.scalars(sa.select(Shop.id).where(Shop.is_active)))
 
 
+def _leave_rooms_outside(namespace: Namespace, scope) -> None:
+    """A user who lost a shop stops hearing it at their next event (heartbeats come every 25 s)."""
+    if scope is None:
+        return
+    for room in list(namespace.rooms(request.sid)):
+        if room.startswith("watch:") and int(room.split(":", 1)[1]) not in scope:
+            leave_room(room)
+        elif room.startswith("conversation:"):
+            shop_id = db.session.scalar(sa.select(Conversation.shop_id).where(Conversation.id == int(room[13:])))
+            if shop_id is None:  # out of scope now (or gone)
+                leave_room(room)
+
+
 def desk_event(handler: Callable) -> Callable:
     """Authenticate, scope, run, acknowledge; the session is always closed afterwards."""
 
@@ -56,7 +70,9 @@ def desk_event(handler: Callable) -> Callable:
             if not current_user.is_authenticated:
                 disconnect()
                 return {"ok": False, "error": {"code": "unauthorized", "message": _("Please sign in to continue.")}}
-            tenancy.set_scope(db.session(), shop_ids_for(current_user))
+            scope = shop_ids_for(current_user)
+            tenancy.set_scope(db.session(), scope)
+            _leave_rooms_outside(self, scope)
             result = handler(self, data if isinstance(data, dict) else {})
             return {"ok": True, **(result or {})}
         except DeskError as exc:

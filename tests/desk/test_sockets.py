@@ -114,3 +114,18 @@ def test_watch_rooms_follow_the_view(app, world, sock):
     watcher.ok("inbox.watch", {"view": "mine"})
     agent.ok("note.add", {"conversation_id": world.a.conversation_id, "text": "再看一下"})
     assert not watcher.received("conversation.updated"), "the mine view watches no shop room"
+
+
+def test_a_user_who_loses_a_shop_stops_hearing_it_at_the_next_event(app, world, sock):
+    from app.models import user_shops
+
+    watcher = sock("supervisor_a")
+    watcher.ok("inbox.watch", {"view": "all", "shop_id": None})
+    watcher.ok("conversation.open", {"conversation_id": world.a.conversation_id})
+    with app.app_context():
+        db.session.execute(sa.delete(user_shops).where(user_shops.c.user_id == world.users["supervisor_a"]))
+        db.session.commit()
+    watcher.ok("heartbeat")
+    watcher.received()
+    sock("agent_a").ok("note.add", {"conversation_id": world.a.conversation_id, "text": "内部消息"})
+    assert not watcher.received(), "no event of a shop the user no longer serves"
