@@ -45,7 +45,12 @@ class Config:
     CREDENTIALS_KEYS = env_str("CREDENTIALS_KEYS")
 
     SQLALCHEMY_DATABASE_URI = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'instance' / 'channeldesk.db'}")
-    SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
+    SQLALCHEMY_ENGINE_OPTIONS: dict = {}
+    # PostgreSQL connections kept open per process: enough for every worker thread and a burst of
+    # requests, so that none is opened and closed per transaction (the server starts a backend for
+    # each). Idle ones are checked before use (app/dbsetup.py: ping_when_idle), not every checkout.
+    DB_POOL_SIZE = env_int("DB_POOL_SIZE", 20)
+    DB_MAX_OVERFLOW = env_int("DB_MAX_OVERFLOW", 20)
     SQLALCHEMY_RECORD_QUERIES = False
 
     REDIS_URL = env_str("REDIS_URL")

@@ -25,6 +25,10 @@ def create_app(config: type[Config] | Config | None = None) -> Flask:
         instance_path=str(BASE_DIR / "instance"),
     )
     app.config.from_object(config)
+    from app.ingest.webhooks import PushEndpoint
+
+    # The platform's pushes are served ahead of Flask's request handling (app/ingest/webhooks.py).
+    app.wsgi_app = PushEndpoint(app, app.wsgi_app)
     if app.config["PROXY_FIX_HOPS"]:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -57,6 +61,12 @@ def _init_database(app: Flask) -> None:
     if uri.startswith("sqlite:///"):
         # The default database file lives in instance/; make sure the folder exists.
         (BASE_DIR / "instance").mkdir(exist_ok=True)
+    if not uri.startswith("sqlite"):
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+            "pool_size": app.config["DB_POOL_SIZE"],
+            "max_overflow": app.config["DB_MAX_OVERFLOW"],
+            **app.config["SQLALCHEMY_ENGINE_OPTIONS"],
+        }
     db.init_app(app)
     # render_as_batch lets Alembic alter tables on SQLite (copy-and-move), a no-op elsewhere.
     migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"), render_as_batch=True, compare_type=True)
@@ -65,6 +75,8 @@ def _init_database(app: Flask) -> None:
     from app import dbsetup
 
     dbsetup.install_sqlite_pragmas()
+    with app.app_context():
+        dbsetup.ping_when_idle(db.engine)
 
 
 def _init_web(app: Flask) -> None:
@@ -109,10 +121,8 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(sla_bp, url_prefix="/sla")
     app.register_blueprint(settings_bp, url_prefix="/settings")
     from app.desk.api import bp as desk_api_bp
-    from app.ingest import bp as ingest_bp
 
     app.register_blueprint(desk_api_bp)
-    app.register_blueprint(ingest_bp)
     if app.config.get("SIMULATOR_ENABLED"):
         _mount_simulator(app)
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.engine import Engine
+
+# A pooled connection unused for this long is checked before it is handed out (see ping_when_idle).
+IDLE_PING_SECONDS = 10.0
 
 _installed = False
 
@@ -27,3 +31,33 @@ def install_sqlite_pragmas() -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+
+
+def ping_when_idle(engine: Engine) -> None:
+    """Check a pooled connection before use only when it sat idle for IDLE_PING_SECONDS.
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout: a round trip per transaction, several per
+    buyer message on the hot path. A connection returned moments ago is alive unless the server went
+    away in those moments, and then the statement fails, the pool is invalidated and the work is
+    retried like any other failure; one that waited longer is pinged, and replaced if dead.
+    """
+    if engine.dialect.name == "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _fresh(_dbapi_connection, record):
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_connection, record):
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection, record, _proxy):
+        if time.monotonic() - record.info.get("returned_at", 0.0) < IDLE_PING_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            # The pool discards this connection and hands out a fresh one.
+            raise exc.DisconnectionError(f"pooled connection is dead: {error}") from error

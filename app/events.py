@@ -1,6 +1,6 @@
 """Domain events: ingest announces what changed; later features (realtime, rules, SLA) subscribe.
 
-Signals are sent after the change is committed, with plain ids (never ORM objects), from whatever
+Signals are sent after the change is committed, with plain ids and data (never ORM objects), from whatever
 thread did the work. Receivers must be quick or hand work off; an exception in one is logged and does
 not undo the ingest.
 """
@@ -17,10 +17,19 @@ signals = Namespace()
 # sender: the shop id. kwargs listed per signal.
 order_changed = signals.signal("order-changed")  # order_pk, order_id, status, created(bool)
 after_sale_changed = signals.signal("after-sale-changed")  # after_sale_pk, after_sale_order_id, status, type, created
-buyer_message_received = signals.signal("buyer-message-received")  # conversation_id, message_id, new_conversation
-addresses_synced = signals.signal("addresses-synced")  # count, deleted
+# conversation_id, message_id, new_conversation; optionally the committed state, so that receivers need not
+# read it again: message (dict, app/desk/views.py), conversation (store.conversation_state), tags, and
+# assigned (True/False: the opening transaction assigned it / found nobody free; None: it did not try)
+buyer_message_received = signals.signal("buyer-message-received")
+addresses_synced = signals.signal("addresses-synced")
+# Sent INSIDE the transaction that opens a conversation with a buyer's first message, before commit:
+# conversation (store.conversation_state Record), tags. A receiver may change the conversation in that
+# transaction (assignment) and return its state after trying (a Record), or None when it did not try.
+# Exceptions propagate: the push is then retried as a whole.
+conversation_opening = signals.signal("conversation-opening")  # count, deleted
 # The console's changes, as plain dicts ready to send (see app/desk/views.py and docs/api.md).
-# conversation (summary), reason, message (dict or None), notify_user_ids (assignees before and after)
+# conversation (summary), reason, message (dict or None), notify_user_ids (assignees before and after),
+# assigned (bool, optional: the change gave it to its assignee, as with reason "assigned")
 conversation_changed = signals.signal("conversation-changed")
 message_changed = signals.signal("message-changed")  # message (dict), created (bool)
 # sender: 0 (not a shop). user_id, presence, shop_ids (None: every shop)

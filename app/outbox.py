@@ -101,13 +101,19 @@ def _mine(call_id: int, token: str):
     )
 
 
-def claim(limit: int = 10) -> Claim:
-    """Take up to ``limit`` due calls under a fresh token (committed). Same design as the inbox's."""
-    now = utcnow()
-    token = uuid.uuid4().hex
-    due = sa.or_(
-        sa.and_(OutboxCall.status == OutboxStatus.PENDING, OutboxCall.next_attempt_at <= now),
-        sa.and_(OutboxCall.status == OutboxStatus.IN_FLIGHT, OutboxCall.next_attempt_at <= now),
+_claim_statements: dict[tuple[str, int], sa.Update] = {}
+
+
+def _claim_statement(dialect: str, limit: int) -> sa.Update:
+    """The claim, built once per dialect and batch size; ``now``, ``lease_until``, ``token`` bound per call."""
+    stmt = _claim_statements.get((dialect, limit))
+    if stmt is not None:
+        return stmt
+    columns = OutboxCall.__table__.c
+    now = sa.bindparam("now", type_=columns.next_attempt_at.type)
+    # Pending, or in flight with its lease run out; matches ix_outbox_calls_unfinished (see the inbox's).
+    due = sa.and_(
+        OutboxCall.status.in_([OutboxStatus.PENDING, OutboxStatus.IN_FLIGHT]), OutboxCall.next_attempt_at <= now
     )
     earlier = sa.orm.aliased(OutboxCall)
     # Per-subject order: nothing goes while an earlier call of the same subject is unfinished.
@@ -128,15 +134,15 @@ def claim(limit: int = 10) -> Claim:
         .order_by(OutboxCall.id)
         .limit(limit)
     )
-    if db.engine.dialect.name == "postgresql":
+    if dialect == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True, of=OutboxCall)
-    stmt = (
+    stmt = _claim_statements[(dialect, limit)] = (
         sa.update(OutboxCall)
         .where(OutboxCall.id.in_(candidates.scalar_subquery()), due)
         .values(
             status=OutboxStatus.IN_FLIGHT,
-            next_attempt_at=now + LEASE,
-            claim_token=token,
+            next_attempt_at=sa.bindparam("lease_until", type_=columns.next_attempt_at.type),
+            claim_token=sa.bindparam("token", type_=columns.claim_token.type),
             # Taking over an expired lease counts as an attempt: a call that kills its process
             # each time is not retried forever.
             attempts=sa.case(
@@ -146,7 +152,15 @@ def claim(limit: int = 10) -> Claim:
         .returning(OutboxCall.id)
         .execution_options(synchronize_session=False)
     )
-    ids = sorted(db.session.execute(stmt).scalars())
+    return stmt
+
+
+def claim(limit: int = 10) -> Claim:
+    """Take up to ``limit`` due calls under a fresh token (committed). Same design as the inbox's."""
+    now = utcnow()
+    token = uuid.uuid4().hex
+    stmt = _claim_statement(db.engine.dialect.name, limit)
+    ids = sorted(db.session.execute(stmt, {"now": now, "lease_until": now + LEASE, "token": token}).scalars())
     db.session.commit()
     return Claim(token, ids)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -31,8 +32,9 @@ from app.db import utcnow
 from app.desk import views
 from app.desk.conversations import Changes, DeskError, lock_conversation
 from app.extensions import db
+from app.ingest import store
 from app.ingest.store import locked
-from app.models import AgentConnection, Conversation, ConversationStatus, Customer, Role, User, user_shops
+from app.models import AgentConnection, Conversation, ConversationStatus, Role, User, user_shops
 
 PRESENCE_TTL = timedelta(seconds=75)  # three missed heartbeats (25 s) and a connection no longer counts
 STICKY_FOR = timedelta(hours=24)
@@ -172,75 +174,156 @@ def agents_for_shop(shop_id: int) -> list[dict]:
 # --- assignment ---------------------------------------------------------------------------------
 
 
-def pick_agent(shop_id: int, customer: Customer, exclude: int | None = None) -> int | None:
-    """The id of the agent to assign, chosen in one query (no user rows loaded); None if nobody can."""
+def sticky_agent(last_agent_id: int | None, last_agent_at, now) -> int | None:
+    """The agent a buyer sticks to: whoever last answered them, within STICKY_FOR."""
+    if last_agent_id and last_agent_at and now - last_agent_at <= STICKY_FOR:
+        return last_agent_id
+    return None
+
+
+def pick_agent(shop_id: int, sticky: int | None, exclude: int | None = None) -> int | None:
+    """The id of the agent to assign; None if nobody can.
+
+    Two statements, whatever the team's size: the candidates (active, online, a live connection),
+    then their open conversations counted in one grouped scan. The choice itself is made here, in
+    Python: a correlated count per candidate re-reads the conversations' index (and the dead entries
+    every message update leaves there until vacuum) once per candidate, which is what slowed the
+    assignment lock under a burst.
+    """
     now = utcnow()
-    open_count = (
-        sa.select(sa.func.count())
-        .where(Conversation.assignee_id == User.id, Conversation.status == ConversationStatus.OPEN)
-        .correlate(User)
-        .scalar_subquery()
-    )
-    sticky = None
-    if customer.last_agent_id and customer.last_agent_at and now - customer.last_agent_at <= STICKY_FOR:
-        sticky = customer.last_agent_id
-    stmt = (
-        sa.select(User.id)
-        .join(user_shops, user_shops.c.user_id == User.id)
-        .where(
-            user_shops.c.shop_id == shop_id,
-            User.is_active,
-            User.presence == "online",
-            User.capacity > open_count,
-            _live_connection(User.id, now),
-        )
-        .order_by(
-            sa.case((User.id == sticky, 0), else_=1) if sticky else sa.literal(1),
-            open_count,
-            User.last_assigned_at.asc().nulls_first(),
-            User.id,
-        )
-        .limit(1)
-    )
-    if exclude is not None:
-        stmt = stmt.where(User.id != exclude)
     with tenancy.system_scope(db.session()):
-        return db.session.scalar(stmt)
+        # Longest idle first (never assigned before anyone), then by id: the tie-break order.
+        candidates = db.session.execute(
+            sa.select(User.id, User.capacity)
+            .join(user_shops, user_shops.c.user_id == User.id)
+            .where(
+                user_shops.c.shop_id == shop_id,
+                User.is_active,
+                User.presence == "online",
+                _live_connection(User.id, now),
+                *([User.id != exclude] if exclude is not None else []),
+            )
+            .order_by(User.last_assigned_at.asc().nulls_first(), User.id)
+        ).all()
+        if not candidates:
+            return None
+        # Every agent of the shop (a superset of the candidates): one statement of fixed text.
+        loads = dict(
+            db.session.execute(
+                sa.select(Conversation.assignee_id, sa.func.count())
+                .join(
+                    user_shops,
+                    sa.and_(user_shops.c.user_id == Conversation.assignee_id, user_shops.c.shop_id == shop_id),
+                )
+                .where(Conversation.status == ConversationStatus.OPEN)
+                .group_by(Conversation.assignee_id)
+            ).all()
+        )
+    free = [(loads.get(user_id, 0), user_id) for user_id, capacity in candidates if capacity > loads.get(user_id, 0)]
+    if not free:
+        return None
+    if sticky is not None and any(user_id == sticky for _load, user_id in free):
+        return sticky
+    fewest = min(load for load, _user_id in free)
+    return next(user_id for load, user_id in free if load == fewest)  # the first in tie-break order
+
+
+@dataclass(frozen=True)
+class Assigned:
+    agent_id: int
+    summary: dict  # the conversation as it stands, assigned (views.conversation_summary)
+
+
+def assign_now(conversation_id: int, exclude: int | None = None, tags: list[str] | None = None) -> Assigned | None:
+    """Give an open, unassigned conversation to the best available agent, announcing nothing.
+
+    None if it is not open and unassigned, or nobody can take it (then it waits in the queue). Core
+    statements under the assignment lock: lock the conversation, pick, assign, commit. ``tags``: the
+    buyer's, when the caller has them (the summary needs them).
+    """
+    session = db.session()
+    with tenancy.system_scope(session), assignment_lock():
+        state = store.conversation_state(conversation_id, lock=True)
+        if state is None or state.status != ConversationStatus.OPEN or state.assignee_id is not None:
+            session.rollback()
+            return None
+        now = utcnow()
+        sticky = sticky_agent(state.customer_last_agent_id, state.customer_last_agent_at, now)
+        agent_id = pick_agent(state.shop_id, sticky, exclude=exclude)
+        if agent_id is None:
+            if state.queued_at is None:
+                conversations_table = Conversation.__table__
+                session.connection().execute(
+                    sa.update(conversations_table)
+                    .where(conversations_table.c.id == conversation_id)
+                    .values(queued_at=now, updated_at=now)
+                )
+                session.commit()
+            else:
+                session.rollback()
+            return None
+        name = _give(conversation_id, agent_id, now)
+        if tags is None:
+            tags = store.state_tags(state)
+        session.commit()
+    assigned = store.Record(state, assignee_id=agent_id, assigned_at=now, queued_at=None, assignee_name=name)
+    return Assigned(agent_id, views.summary_from_state(assigned, tags))
+
+
+def _give(conversation_id: int, agent_id: int, now) -> str:
+    """Assign (in the caller's transaction, under the assignment lock); returns the agent's name."""
+    connection = db.session.connection()
+    conversations_table, users = Conversation.__table__, User.__table__
+    connection.execute(
+        sa.update(conversations_table)
+        .where(conversations_table.c.id == conversation_id)
+        .values(assignee_id=agent_id, assigned_at=now, queued_at=None, updated_at=now)
+    )
+    return connection.execute(
+        sa.update(users)
+        .where(users.c.id == agent_id)
+        .values(last_assigned_at=now, updated_at=now)
+        .returning(users.c.display_name)
+    ).scalar_one()
+
+
+def assign_on_opening(shop_id: int, conversation: store.Record, tags: list[str]) -> store.Record | None:
+    """``conversation_opening`` receiver: give a new conversation to an agent in the transaction that
+    opens it (PostgreSQL); returns its state after trying (unassigned: nobody free, it stays queued),
+    or None when it did not try.
+
+    Lock order: the assignment lock is awaited while this transaction holds only rows nobody else
+    can see yet (the new conversation, perhaps the new buyer), so it cannot close a cycle with an
+    assignment that holds the lock and waits for some conversation's row. On SQLite (the demo's
+    single process) the process lock would be awaited while holding the database's write lock, so
+    there the conversation is assigned after the commit instead (``assign_now``).
+    """
+    if db.engine.dialect.name != "postgresql" or conversation.assignee_id is not None:
+        return None
+    db.session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": ASSIGNMENT_LOCK_KEY})
+    now = utcnow()
+    sticky = sticky_agent(conversation.customer_last_agent_id, conversation.customer_last_agent_at, now)
+    agent_id = pick_agent(shop_id, sticky)
+    if agent_id is None:
+        return conversation
+    name = _give(conversation.id, agent_id, now)
+    return store.Record(conversation, assignee_id=agent_id, assigned_at=now, queued_at=None, assignee_name=name)
 
 
 def try_assign(conversation_id: int, exclude: int | None = None, message: dict | None = None) -> int | None:
-    """Give an open, unassigned conversation to the best available agent; returns their id or None."""
-    with tenancy.system_scope(db.session()), assignment_lock():
-        conversation = db.session.scalar(locked(sa.select(Conversation).where(Conversation.id == conversation_id)))
-        if conversation is None or conversation.status != ConversationStatus.OPEN or conversation.assignee_id:
-            db.session.rollback()
-            return None
-        agent_id = pick_agent(conversation.shop_id, conversation.customer, exclude=exclude)
-        if agent_id is None:
-            if conversation.queued_at is None:
-                conversation.queued_at = utcnow()
-                db.session.commit()
-            else:
-                db.session.rollback()
-            return None
-        now = utcnow()
-        agent = db.session.get(User, agent_id)
-        conversation.assignee = agent
-        conversation.assigned_at = now
-        conversation.queued_at = None
-        agent.last_assigned_at = now
-        db.session.flush()
-        summary = views.conversation_summary(conversation)
-        db.session.commit()
+    """Give an open, unassigned conversation to the best available agent and announce it; their id or None."""
+    assigned = assign_now(conversation_id, exclude=exclude)
+    if assigned is None:
+        return None
     events.emit(
         events.conversation_changed,
-        summary["shop_id"],
-        conversation=summary,
+        assigned.summary["shop_id"],
+        conversation=assigned.summary,
         reason="assigned",
         message=message,
-        notify_user_ids={agent_id},
+        notify_user_ids={assigned.agent_id},
     )
-    return agent_id
+    return assigned.agent_id
 
 
 def drain_queue(limit: int = 200) -> int:

@@ -1,7 +1,7 @@
 """What happens when a buyer writes (after the ingest committed the message):
 
-1. the console hears of the message at once (its conversation, as it stands);
-2. an unassigned conversation is given to an agent, or waits in the queue;
+1. an unassigned conversation is given to an agent, or waits in the queue;
+2. the console hears of the message once, with its conversation as it stands after that;
 3. the shop's auto-replies: off-hours (outside working hours, at most once every 4 hours), else a
    welcome on a new conversation and an "all agents busy" note when it had to queue (once per stay
    in the queue).
@@ -20,13 +20,13 @@ from datetime import time as clock_time
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from sqlalchemy.orm import joinedload
 
 from app import events, tenancy
 from app.db import utcnow
 from app.desk import assignment, conversations, views
 from app.extensions import db
-from app.models import AutoReplyConfig, Conversation, Message, Shop
+from app.ingest import store
+from app.models import AutoReplyConfig, ConversationStatus, Message, Shop
 
 log = logging.getLogger(__name__)
 OFF_HOURS_REPEAT = timedelta(hours=4)
@@ -52,38 +52,69 @@ def within_working_hours(config: AutoReplyConfig, when: datetime, tz) -> bool:
     return in_hours and str(day.isoweekday()) in (config.work_days or "")
 
 
-def on_buyer_message(shop_id: int, conversation_id: int, message_id: int, new_conversation: bool) -> None:
-    # Runs in the thread that stored the message, after its commit; every step commits its own work.
+def on_buyer_message(
+    shop_id: int,
+    conversation_id: int,
+    message_id: int,
+    new_conversation: bool,
+    message: dict | None = None,
+    conversation=None,
+    tags: list[str] | None = None,
+    assigned: bool | None = None,
+) -> None:
+    """Runs in the thread that stored the message, after its commit; every step commits its own work.
+
+    The inbox hands over the committed state (``message``, ``conversation``, ``tags``), so a message to
+    an assigned conversation reaches the console without another query; an unassigned one is first
+    given to an agent, and the console hears of it once, as it stands after that. ``assigned``: whether
+    the transaction that opened the conversation gave it to an agent (``assign_on_opening``; False:
+    nobody was free, it waits in the queue), None if it did not try.
+    """
     try:
-        with tenancy.system_scope(db.session()):
-            conversation = db.session.scalar(
-                sa.select(Conversation)
-                .where(Conversation.id == conversation_id)
-                .options(joinedload(Conversation.assignee), joinedload(Conversation.shop))
-            )
-            message = db.session.get(Message, message_id)
-            if conversation is None or message is None:
+        if message is None or conversation is None:
+            message, conversation, tags = _load(conversation_id, message_id)
+            if conversation is None:
                 return
-            message_data = views.message_dict(message)
-            summary = views.conversation_summary(conversation)
-            unassigned = conversation.assignee_id is None
-            db.session.commit()
+        summary = views.summary_from_state(conversation, tags or [])
+        assigned_to = conversation.assignee_id if assigned else None
+        unassigned = conversation.assignee_id is None and conversation.status == ConversationStatus.OPEN
+        if unassigned and assigned is None:  # not tried in the opening transaction
+            try:
+                given = assignment.assign_now(conversation_id, tags=tags)
+            except Exception:  # the queue job assigns it later; the console must hear of the message now
+                db.session.rollback()
+                log.exception("assigning conversation %s failed", conversation_id)
+                given = None
+            if given is not None:
+                summary, assigned_to = given.summary, given.agent_id
+        queued = unassigned and assigned_to is None
         events.emit(
             events.conversation_changed,
             shop_id,
             conversation=summary,
-            reason="new" if new_conversation else "message",
-            message=message_data,
-            notify_user_ids={conversation.assignee_id} if conversation.assignee_id else set(),
+            reason="new" if new_conversation else "assigned" if assigned_to else "message",
+            message=message,
+            notify_user_ids={summary["assignee"]["id"]} if summary["assignee"] else set(),
+            assigned=assigned_to is not None,
         )
-        events.emit(events.message_changed, shop_id, message=message_data, created=True)
-        assigned_to = None
-        if unassigned:
-            assigned_to = assignment.try_assign(conversation_id, message=message_data)
-        _auto_replies(shop_id, conversation_id, message_id, new_conversation, queued=unassigned and not assigned_to)
+        events.emit(events.message_changed, shop_id, message=message, created=True)
+        _auto_replies(shop_id, conversation_id, message_id, new_conversation, queued=queued)
     except Exception:
         db.session.rollback()
         raise
+
+
+def _load(conversation_id: int, message_id: int):
+    with tenancy.system_scope(db.session()):
+        state = store.conversation_state(conversation_id)
+        row = db.session.get(Message, message_id)
+        if state is None or row is None:
+            db.session.rollback()
+            return None, None, None
+        message = views.message_dict(row)
+        tags = store.state_tags(state)
+        db.session.commit()
+    return message, state, tags
 
 
 @dataclass(frozen=True)
@@ -157,4 +188,5 @@ def _send_auto_replies(
 
 
 def install() -> None:
+    events.conversation_opening.connect(assignment.assign_on_opening)
     events.buyer_message_received.connect(on_buyer_message)

@@ -54,12 +54,14 @@ def emit(event: str, data: dict, to: list[str]) -> None:
         log.exception("emitting %s failed", event)
 
 
-def _on_conversation(shop_id: int, conversation: dict, reason: str, message: dict | None, notify_user_ids) -> None:
+def _on_conversation(
+    shop_id: int, conversation: dict, reason: str, message: dict | None, notify_user_ids, assigned: bool = False
+) -> None:
     rooms = [watch_room(shop_id), conversation_room(conversation["id"])]
     rooms += [user_room(user_id) for user_id in sorted(notify_user_ids)]
     emit("conversation.updated", {"conversation": conversation, "reason": reason, "message": message}, rooms)
     assignee = conversation.get("assignee")
-    if reason == "assigned" and assignee:
+    if (reason == "assigned" or assigned) and assignee:
         emit("conversation.assigned", {"conversation": conversation, "message": message}, [user_room(assignee["id"])])
 
 

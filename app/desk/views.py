@@ -33,11 +33,11 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def replies_left(conversation: Conversation) -> int:
+def replies_left(conversation) -> int:
     return max(0, REPLIES_PER_TURN - (conversation.replies_since_buyer or 0))
 
 
-def reply_window_ends_at(conversation: Conversation) -> datetime | None:
+def reply_window_ends_at(conversation) -> datetime | None:
     if conversation.last_buyer_message_at is None:
         return None
     return conversation.last_buyer_message_at + REPLY_WINDOW
@@ -46,24 +46,41 @@ def reply_window_ends_at(conversation: Conversation) -> datetime | None:
 def conversation_summary(conversation: Conversation) -> dict:
     customer = conversation.customer
     assignee = conversation.assignee
+    return _summary(
+        conversation,
+        {"id": customer.id, "nickname": customer.nickname, "openid": customer.openid, "tags": customer.tag_names},
+        conversation.shop.name if conversation.shop is not None else None,
+        {"id": assignee.id, "name": assignee.display_name} if assignee is not None else None,
+    )
+
+
+def summary_from_state(state, tags: list[str]) -> dict:
+    """The same summary from a conversation row with its joined fields (``store.conversation_state``):
+    what the buyer-message path builds without loading ORM objects."""
+    return _summary(
+        state,
+        {"id": state.customer_id, "nickname": state.customer_nickname, "openid": state.customer_openid, "tags": tags},
+        state.shop_name,
+        {"id": state.assignee_id, "name": state.assignee_name} if state.assignee_id is not None else None,
+    )
+
+
+def _summary(conversation, customer: dict, shop_name: str | None, assignee: dict | None) -> dict:
+    """``conversation``: anything with the conversation's columns as attributes (ORM row or Record)."""
+    status = ConversationStatus(conversation.status)
     return {
         "id": conversation.id,
         "shop_id": conversation.shop_id,
-        "shop_name": conversation.shop.name if conversation.shop is not None else None,
-        "status": conversation.status.value,
-        "customer": {
-            "id": customer.id,
-            "nickname": customer.nickname,
-            "openid": customer.openid,
-            "tags": customer.tag_names,
-        },
-        "assignee": {"id": assignee.id, "name": assignee.display_name} if assignee is not None else None,
+        "shop_name": shop_name,
+        "status": status.value,
+        "customer": customer,
+        "assignee": assignee,
         "assigned_at": iso(conversation.assigned_at),
         "last_message_at": iso(conversation.last_message_at),
         "last_message_preview": conversation.last_message_preview,
         "last_message_direction": conversation.last_message_direction,
         "unread_count": conversation.unread_count,
-        "waiting_since": iso(conversation.waiting_since) if conversation.status == ConversationStatus.OPEN else None,
+        "waiting_since": iso(conversation.waiting_since) if status == ConversationStatus.OPEN else None,
         "queued_at": iso(conversation.queued_at) if conversation.assignee_id is None else None,
         "last_buyer_message_at": iso(conversation.last_buyer_message_at),
         "reply_window_ends_at": iso(reply_window_ends_at(conversation)),
@@ -95,6 +112,7 @@ def image_url(message: Message) -> str | None:
 
 
 def message_dict(message: Message) -> dict:
+    """``message``: an ORM Message, or a Record of the messages row (buyer messages: no sender)."""
     sender = message.sender if message.sender_user_id else None
     return {
         "id": message.id,

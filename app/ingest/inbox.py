@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -33,8 +34,10 @@ from app.platform import client_for
 from app.platform.client import PlatformError
 
 log = logging.getLogger(__name__)
-# Renewed before each event; outlives the slowest single handling (timeouts x retries) many times.
+# Renewed before an event once RENEW_AFTER has passed since the claim or the last renewal; outlives the
+# slowest single handling (timeouts x retries) many times.
 LEASE = timedelta(minutes=5)
+RENEW_AFTER = 30.0  # seconds
 ORDER_EVENTS = frozenset(
     {
         "channels_ec_order_new",
@@ -65,33 +68,45 @@ def subject_of(payload: dict) -> str | None:
     return None
 
 
+_receive_statements: dict[str, sa.Insert] = {}
+
+
+def _receive_statement(dialect: str) -> sa.Insert:
+    """``INSERT ... ON CONFLICT DO NOTHING RETURNING id``, built once: every push runs it."""
+    stmt = _receive_statements.get(dialect)
+    if stmt is None:
+        dialect_insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        stmt = _receive_statements[dialect] = (
+            dialect_insert(InboxEvent.__table__).on_conflict_do_nothing().returning(InboxEvent.__table__.c.id)
+        )
+    return stmt
+
+
 def receive(shop_id: int, payload: dict, plaintext: str, connection: sa.Connection | None = None) -> bool:
     """Store a push once; True when it is new. The caller commits (its session, or ``connection``)."""
-    table = InboxEvent.__table__
-    dialect_insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
-    stmt = (
-        dialect_insert(table)
-        .values(
-            shop_id=shop_id,
-            dedupe_key=dedupe_key(payload, plaintext),
-            event=str(payload.get("Event", ""))[:64],
-            subject=subject_of(payload),
-            payload=payload,
-            status=InboxStatus.PENDING,
-            attempts=0,
-            next_attempt_at=utcnow(),
-            received_at=utcnow(),
-        )
-        .on_conflict_do_nothing()
-        .returning(table.c.id)
-    )
-    return (connection or db.session).execute(stmt).scalar() is not None
+    executor = connection or db.session
+    now = utcnow()
+    values = {
+        "shop_id": shop_id,
+        "dedupe_key": dedupe_key(payload, plaintext),
+        "event": str(payload.get("Event", ""))[:64],
+        "subject": subject_of(payload),
+        "payload": payload,
+        "status": InboxStatus.PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "received_at": now,
+    }
+    return executor.execute(_receive_statement(db.engine.dialect.name), values).scalar() is not None
 
 
 @dataclass(frozen=True)
 class Claim:
     token: str
     ids: list[int]
+    # The inbox's claims carry what each event needs (shop id, payload): no second read per event.
+    items: dict[int, tuple[int, dict]] = field(default_factory=dict)
+    claimed_at: float = field(default_factory=time.monotonic)
 
 
 def _mine(event_id: int, token: str):
@@ -101,18 +116,20 @@ def _mine(event_id: int, token: str):
     )
 
 
-def claim(limit: int = 20) -> Claim:
-    """Take up to ``limit`` due events for this worker, under a fresh claim token (committed).
+_claim_statements: dict[tuple[str, int], sa.Update] = {}
 
-    One ``UPDATE ... WHERE id IN (due rows) RETURNING id``: atomic on SQLite (one writer at a time),
-    and on PostgreSQL the subquery's ``FOR UPDATE SKIP LOCKED`` keeps concurrent claimers apart. A
-    claim is a lease: a worker that dies lets its events come back when the lease runs out.
-    """
-    now = utcnow()
-    token = uuid.uuid4().hex
-    due = sa.or_(
-        sa.and_(InboxEvent.status == InboxStatus.PENDING, InboxEvent.next_attempt_at <= now),
-        sa.and_(InboxEvent.status == InboxStatus.PROCESSING, InboxEvent.next_attempt_at <= now),  # lease ran out
+
+def _claim_statement(dialect: str, limit: int) -> sa.Update:
+    """The claim, built once per dialect and batch size (building it costs more than running it);
+    ``now``, ``lease_until`` and ``token`` are bound per call."""
+    stmt = _claim_statements.get((dialect, limit))
+    if stmt is not None:
+        return stmt
+    now = sa.bindparam("now", type_=InboxEvent.__table__.c.next_attempt_at.type)
+    # Pending, or processing with its lease run out (its worker died). The status test matches
+    # ix_inbox_events_unfinished, so the claim reads unfinished events in id order and stops early.
+    due = sa.and_(
+        InboxEvent.status.in_([InboxStatus.PENDING, InboxStatus.PROCESSING]), InboxEvent.next_attempt_at <= now
     )
     earlier = sa.orm.aliased(InboxEvent)
     # A buyer's next message waits until the one before it is handled (chat order = arrival order).
@@ -132,18 +149,36 @@ def claim(limit: int = 20) -> Claim:
         .order_by(InboxEvent.id)
         .limit(limit)
     )
-    if db.engine.dialect.name == "postgresql":
+    if dialect == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True, of=InboxEvent)
-    stmt = (
+    stmt = _claim_statements[(dialect, limit)] = (
         sa.update(InboxEvent)
         .where(InboxEvent.id.in_(candidates.scalar_subquery()), due)
-        .values(status=InboxStatus.PROCESSING, next_attempt_at=now + LEASE, claim_token=token)
-        .returning(InboxEvent.id)
+        .values(
+            status=InboxStatus.PROCESSING,
+            next_attempt_at=sa.bindparam("lease_until", type_=InboxEvent.__table__.c.next_attempt_at.type),
+            claim_token=sa.bindparam("token", type_=InboxEvent.__table__.c.claim_token.type),
+        )
+        .returning(InboxEvent.id, InboxEvent.shop_id, InboxEvent.payload)
         .execution_options(synchronize_session=False)
     )
-    ids = sorted(db.session.execute(stmt).scalars())
+    return stmt
+
+
+def claim(limit: int = 20) -> Claim:
+    """Take up to ``limit`` due events for this worker, under a fresh claim token (committed).
+
+    One ``UPDATE ... WHERE id IN (due rows) RETURNING id``: atomic on SQLite (one writer at a time),
+    and on PostgreSQL the subquery's ``FOR UPDATE SKIP LOCKED`` keeps concurrent claimers apart. A
+    claim is a lease: a worker that dies lets its events come back when the lease runs out.
+    """
+    now = utcnow()
+    token = uuid.uuid4().hex
+    stmt = _claim_statement(db.engine.dialect.name, limit)
+    rows = db.session.execute(stmt, {"now": now, "lease_until": now + LEASE, "token": token})
+    items = {event_id: (shop_id, payload) for event_id, shop_id, payload in rows}
     db.session.commit()
-    return Claim(token, ids)
+    return Claim(token, sorted(items), items)
 
 
 def _renew(event_id: int, token: str) -> bool:
@@ -169,14 +204,17 @@ def process_claimed(claimed: Claim) -> int:
     over meanwhile, this worker's work is rolled back rather than applied twice.
     """
     done = 0
-    for index, event_id in enumerate(claimed.ids):
-        # The first event's lease is as fresh as the claim; later ones are renewed before their turn.
-        if index and not _renew(event_id, claimed.token):
-            continue
-        event = db.session.get(InboxEvent, event_id)
+    renewed_at = claimed.claimed_at
+    for event_id in claimed.ids:
+        # A lease renewed (or claimed) within RENEW_AFTER has most of its 5 minutes left: no takeover
+        # is possible yet. Later events of a claim that waited on slow platform calls renew first.
+        if time.monotonic() - renewed_at > RENEW_AFTER:
+            if not _renew(event_id, claimed.token):
+                continue
+            renewed_at = time.monotonic()
+        shop_id, payload = claimed.items[event_id]
         try:
-            shop = db.session.get(Shop, event.shop_id)
-            announcements = handle(shop, event.payload)
+            announcements = handle(shop_id, payload)
             finished = db.session.execute(
                 sa.update(InboxEvent)
                 .where(_mine(event_id, claimed.token))
@@ -232,20 +270,35 @@ def _retry_or_fail(event_id: int, token: str, exc: Exception) -> None:
     db.session.commit()
 
 
-def handle(shop: Shop, payload: dict) -> list[Announcement]:
+def handle(shop_id: int, payload: dict) -> list[Announcement]:
     """Apply one push; returns the announcements to make once the transaction is committed."""
     kind = payload.get("Event")
     if kind == MESSAGE_EVENT:
-        stored = store.store_buyer_message(shop.id, payload)
+        stored = store.store_buyer_message(shop_id, payload)
         if not stored.created:
             return []
-        ids = {
-            "conversation_id": stored.conversation.id,
+        from app.desk import views
+
+        conversation, assigned = stored.conversation, None
+        if stored.new_conversation:
+            # Assignment can happen in this very transaction: one commit instead of two.
+            opening = events.conversation_opening.send(shop_id, conversation=conversation, tags=stored.tags)
+            for _receiver, changed in opening:
+                if changed is not None:
+                    conversation, assigned = changed, changed.assignee_id is not None
+        data = {
+            "conversation_id": conversation.id,
             "message_id": stored.message.id,
             "new_conversation": stored.new_conversation,
+            # What the console needs, as committed: subscribers need not read it again.
+            "message": views.message_dict(stored.message),
+            "conversation": conversation,
+            "tags": stored.tags,
+            "assigned": assigned,
         }
-        return [lambda: events.emit(events.buyer_message_received, shop.id, **ids)]
+        return [lambda: events.emit(events.buyer_message_received, shop_id, **data)]
     # Every HTTP call first, then the writes: no database lock is held while the platform answers.
+    shop = db.session.get(Shop, shop_id)
     fetched_at = utcnow()
     if kind in ORDER_EVENTS:
         order_id = (payload.get("order_info") or {}).get("order_id")

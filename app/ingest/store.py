@@ -298,75 +298,246 @@ def message_preview(msg_type: str, text: str | None) -> str:
     return f"[{msg_type}]"
 
 
+class Record(dict):
+    """A row as plain data with attribute access (``row.id``), for code that reads ORM rows the same way."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
 @dataclass
 class StoredMessage:
-    message: Message
-    conversation: Conversation
+    """A filed buyer message, as plain rows (no ORM objects: this is the hot path of every push).
+
+    ``message`` is the messages row; ``conversation`` the conversation row as it stands after the
+    message, with the buyer's and the shop's fields joined in (``_state_statement``); ``tags`` the
+    buyer's tags.
+    """
+
+    message: Record
+    conversation: Record
+    tags: list[str]
     created: bool
     new_conversation: bool
 
 
-def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
-    """File a commkf_send_msg_to_kf push into the buyer's open conversation, once per msg_id."""
-    msg_id = str(payload["msg_id"])
-    existing = db.session.scalar(
-        sa.select(Message).where(Message.shop_id == shop_id, Message.platform_msg_id == msg_id)
+_conversations = Conversation.__table__
+_customers = Customer.__table__
+_messages = Message.__table__
+
+
+TAG_SEPARATOR = "\x1f"  # between a buyer's tags in one aggregated column (tags are short words)
+_state_statements: dict[tuple[str, str, bool], sa.Select] = {}
+
+
+def _state_statement(dialect: str, by: str, lock: bool) -> sa.Select:
+    """The conversation with everything its summary needs (the buyer, their tags, the shop's name, the
+    assignee's name), in one statement built once: ``by`` "id" (``:conversation_id``) or "buyer"
+    (the open conversation of ``:shop_id`` + ``:openid``); row-locked when ``lock`` (PostgreSQL)."""
+    key = (dialect, by, lock)
+    stmt = _state_statements.get(key)
+    if stmt is not None:
+        return stmt
+    from app.models import CustomerTag, Shop, User
+
+    shops, users, tags = Shop.__table__, User.__table__, CustomerTag.__table__
+    separator = sa.literal(TAG_SEPARATOR)
+    aggregate = (
+        sa.func.string_agg(tags.c.tag, separator)
+        if dialect == "postgresql"
+        else sa.func.group_concat(tags.c.tag, separator)
     )
-    if existing is not None:
-        conversation = db.session.get(Conversation, existing.conversation_id)
-        return StoredMessage(existing, conversation, created=False, new_conversation=False)
-    customer = ensure_customer(shop_id, str(payload["FromUserName"]))
-    open_lookup = sa.select(Conversation).where(
-        Conversation.customer_id == customer.id, Conversation.status == ConversationStatus.OPEN
+    buyer_tags = (
+        sa.select(aggregate).where(tags.c.customer_id == _customers.c.id).correlate(_customers).scalar_subquery()
     )
-    conversation = db.session.scalar(locked(open_lookup))
-    new_conversation = False
-    if conversation is None:
-        conversation, new_conversation = insert_or_get(
-            Conversation,
-            {"shop_id": shop_id, "customer_id": customer.id, "status": ConversationStatus.OPEN},
-            open_lookup,
+    stmt = sa.select(
+        _conversations,
+        _customers.c.openid.label("customer_openid"),
+        _customers.c.nickname.label("customer_nickname"),
+        _customers.c.last_agent_id.label("customer_last_agent_id"),
+        _customers.c.last_agent_at.label("customer_last_agent_at"),
+        _customers.c.last_seen_at.label("customer_last_seen_at"),
+        buyer_tags.label("customer_tags"),
+        shops.c.name.label("shop_name"),
+        users.c.display_name.label("assignee_name"),
+    ).select_from(
+        _conversations.join(_customers, _customers.c.id == _conversations.c.customer_id)
+        .join(shops, shops.c.id == _conversations.c.shop_id)
+        .outerjoin(users, users.c.id == _conversations.c.assignee_id)
+    )
+    if by == "id":
+        stmt = stmt.where(_conversations.c.id == sa.bindparam("conversation_id"))
+    else:
+        stmt = stmt.where(
+            _customers.c.shop_id == sa.bindparam("shop_id"),
+            _customers.c.openid == sa.bindparam("openid"),
+            _conversations.c.status == ConversationStatus.OPEN,
         )
+    if lock and dialect == "postgresql":
+        stmt = stmt.with_for_update(of=_conversations)
+    _state_statements[key] = stmt
+    return stmt
+
+
+def _state(connection: sa.Connection, lock: bool, **where) -> Record | None:
+    by = "id" if "conversation_id" in where else "buyer"
+    row = connection.execute(_state_statement(connection.dialect.name, by, lock), where).first()
+    return Record(row._mapping) if row is not None else None
+
+
+def state_tags(state) -> list[str]:
+    """The buyer's tags from a conversation state's aggregated column, sorted."""
+    return sorted(state.customer_tags.split(TAG_SEPARATOR)) if state.customer_tags else []
+
+
+def conversation_state(conversation_id: int, lock: bool = False) -> Record | None:
+    """A conversation row with its summary's joined fields (see StoredMessage), in this transaction."""
+    connection = db.session.connection()
+    if lock:
+        _write_lock_sqlite(connection)
+    return _state(connection, lock, conversation_id=conversation_id)
+
+
+def _write_lock_sqlite(connection: sa.Connection) -> None:
+    """SQLite has no row locks: take its one write lock now (see ``locked``)."""
+    if connection.dialect.name == "sqlite":
+        connection.execute(sa.text("UPDATE sync_cursors SET id = id WHERE 0 = 1"))
+
+
+def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
+    """File a commkf_send_msg_to_kf push into the buyer's open conversation, once per msg_id.
+
+    Core statements on the session's connection (the caller commits): find or add the buyer, lock
+    (or open) their conversation, insert the message with the next ``seq`` (a repeated msg_id
+    inserts nothing), update the conversation. Three statements for a buyer who is already talking.
+    """
+    connection = db.session.connection()
+    dialect_insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    msg_id = str(payload["msg_id"])
+    openid = str(payload["FromUserName"])
+    now = utcnow()
+
+    _write_lock_sqlite(connection)
+    # A buyer already talking: their open conversation, locked, with everything else, in one statement.
+    conversation = _state(connection, True, shop_id=shop_id, openid=openid)
+    new_conversation = False
+    if conversation is not None:
+        customer = Record(id=conversation.customer_id, last_seen_at=conversation.customer_last_seen_at)
+    else:
+        customer_lookup = sa.select(_customers.c.id, _customers.c.last_seen_at).where(
+            _customers.c.shop_id == shop_id, _customers.c.openid == openid
+        )
+        customer = connection.execute(customer_lookup).first()
+        if customer is None:
+            added = connection.execute(
+                dialect_insert(_customers)
+                .values(shop_id=shop_id, openid=openid, created_at=now)
+                .on_conflict_do_nothing()
+                .returning(_customers.c.id, _customers.c.last_seen_at)
+            ).first()
+            customer = added or connection.execute(customer_lookup).one()  # or a concurrent writer's
+        new_conversation = (
+            connection.execute(
+                dialect_insert(_conversations)
+                .values(
+                    shop_id=shop_id,
+                    customer_id=customer.id,
+                    status=ConversationStatus.OPEN,
+                    last_message_at=now,
+                    unread_count=0,
+                    last_seq=0,
+                    replies_since_buyer=0,
+                    auto_replies_since_buyer=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing()
+                .returning(_conversations.c.id)
+            ).scalar()
+            is not None
+        )
+        conversation = _state(connection, True, shop_id=shop_id, openid=openid)
+
     msg_type = str(payload.get("msg_type") or "text")
     body = payload.get(msg_type) if isinstance(payload.get(msg_type), dict) else None
-    now = utcnow()
+    text = (body or {}).get("content") if msg_type == "text" else None
     # When the buyer wrote, by the platform's clock: a push retried hours later keeps its place.
     platform_time = from_unix(payload.get("CreateTime"))
     sent_at = platform_time if platform_time and platform_time <= now + timedelta(minutes=5) else now
-    message, created = insert_or_get(
-        Message,
-        {
-            "shop_id": shop_id,
-            "conversation_id": conversation.id,
-            # The conversation row is locked: numbering in commit order (a retry re-runs the whole).
-            "seq": conversation.last_seq + 1,
-            "direction": MessageDirection.INBOUND,
-            "sender_kind": SenderKind.CUSTOMER,
-            "msg_type": msg_type,
-            "text": (body or {}).get("content") if msg_type == "text" else None,
-            "body": body,
-            "platform_msg_id": msg_id,
-            "delivery_state": DeliveryState.RECEIVED,
-            "platform_time": platform_time,
-            "created_at": now,
-        },
-        sa.select(Message).where(Message.shop_id == shop_id, Message.platform_msg_id == msg_id),
+    # The conversation row is locked: numbering in commit order (a retry re-runs the whole).
+    seq = conversation.last_seq + 1
+    message_id = connection.execute(
+        dialect_insert(_messages)
+        .values(
+            shop_id=shop_id,
+            conversation_id=conversation.id,
+            seq=seq,
+            direction=MessageDirection.INBOUND,
+            sender_kind=SenderKind.CUSTOMER,
+            msg_type=msg_type,
+            text=text,
+            body=body,
+            platform_msg_id=msg_id,
+            delivery_state=DeliveryState.RECEIVED,
+            platform_time=platform_time,
+            created_at=now,
+        )
+        .on_conflict_do_nothing()
+        .returning(_messages.c.id)
+    ).scalar()
+    created = message_id is not None
+    if not created:  # pushed again: filed before, nothing changes
+        message = connection.execute(
+            sa.select(_messages).where(_messages.c.shop_id == shop_id, _messages.c.platform_msg_id == msg_id)
+        ).one()
+        existing = _state(connection, False, conversation_id=message.conversation_id)
+        return StoredMessage(Record(message._mapping), existing, state_tags(existing), False, False)
+
+    changes = {
+        "last_seq": seq,
+        "last_message_at": max(conversation.last_message_at or sent_at, sent_at),
+        "last_message_preview": message_preview(msg_type, text),
+        "last_message_direction": MessageDirection.INBOUND.value,
+        "unread_count": (conversation.unread_count or 0) + 1,
+        "updated_at": now,
+    }
+    if conversation.last_buyer_message_at is None or sent_at >= conversation.last_buyer_message_at:
+        changes["last_buyer_message_at"] = sent_at
+        # The buyer spoke: the platform's 5-replies-in-48-hours budget starts again.
+        changes["replies_since_buyer"] = 0
+        changes["auto_replies_since_buyer"] = 0
+    if conversation.waiting_since is None:
+        changes["waiting_since"] = sent_at
+    if conversation.assignee_id is None and conversation.queued_at is None:
+        changes["queued_at"] = now
+    connection.execute(sa.update(_conversations).where(_conversations.c.id == conversation.id).values(**changes))
+    if customer.last_seen_at is None or now - customer.last_seen_at > timedelta(minutes=1):
+        # Minute precision: not an UPDATE per message in a chatty burst.
+        connection.execute(sa.update(_customers).where(_customers.c.id == customer.id).values(last_seen_at=now))
+    message = Record(
+        id=message_id,
+        shop_id=shop_id,
+        conversation_id=conversation.id,
+        seq=seq,
+        direction=MessageDirection.INBOUND,
+        sender_kind=SenderKind.CUSTOMER,
+        sender_user_id=None,
+        msg_type=msg_type,
+        text=text,
+        body=body,
+        platform_msg_id=msg_id,
+        request_id=None,
+        delivery_state=DeliveryState.RECEIVED,
+        delivery_error=None,
+        auto_kind=None,
+        platform_time=platform_time,
+        created_at=now,
+        sent_at=None,
     )
-    if created:
-        conversation.last_seq = message.seq
-        conversation.last_message_at = max(conversation.last_message_at or sent_at, sent_at)
-        conversation.last_message_preview = message_preview(msg_type, message.text)
-        conversation.last_message_direction = MessageDirection.INBOUND.value
-        if conversation.last_buyer_message_at is None or sent_at >= conversation.last_buyer_message_at:
-            conversation.last_buyer_message_at = sent_at
-            # The buyer spoke: the platform's 5-replies-in-48-hours budget starts again.
-            conversation.replies_since_buyer = 0
-            conversation.auto_replies_since_buyer = 0
-        conversation.unread_count = (conversation.unread_count or 0) + 1
-        if conversation.waiting_since is None:
-            conversation.waiting_since = sent_at
-        if conversation.assignee_id is None and conversation.queued_at is None:
-            conversation.queued_at = now
-        if customer.last_seen_at is None or now - customer.last_seen_at > timedelta(minutes=1):
-            customer.last_seen_at = now  # minute precision: not an UPDATE per message in a chatty burst
-    return StoredMessage(message, conversation, created=created, new_conversation=new_conversation and created)
+    state = Record(conversation, **changes)
+    return StoredMessage(message, state, state_tags(conversation), created=True, new_conversation=new_conversation)

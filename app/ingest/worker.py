@@ -37,7 +37,10 @@ class QueueWorkers:
         self.app = app
         self.claim, self.process = claim, process
         self.batch = batch
-        self.wake_event = threading.Event()
+        # Wake-ups waiting for a thread: each wake-up rouses one idle thread (not all of them: a
+        # herd of threads claiming one new event costs a query each and finds nothing).
+        self._wakeups = 0
+        self._ready = threading.Condition()
         self.stopping = threading.Event()
         self.threads = [threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True) for i in range(threads)]
 
@@ -47,18 +50,27 @@ class QueueWorkers:
         return self
 
     def wake(self) -> None:
-        self.wake_event.set()
+        with self._ready:
+            # More wake-ups than threads change nothing: a woken thread drains until nothing is due.
+            self._wakeups = min(self._wakeups + 1, len(self.threads))
+            self._ready.notify()
 
     def stop(self) -> None:
         self.stopping.set()
-        self.wake_event.set()
+        with self._ready:
+            self._ready.notify_all()
         for thread in self.threads:
             thread.join(timeout=10)
 
+    def _wait(self, timeout: float) -> None:
+        """Until a wake-up is ours, or ``timeout`` (then look anyway: retries falling due, expired leases)."""
+        with self._ready:
+            if self._ready.wait_for(lambda: self._wakeups > 0 or self.stopping.is_set(), timeout=timeout):
+                self._wakeups = max(0, self._wakeups - 1)
+
     def _run(self) -> None:
         while not self.stopping.is_set():
-            self.wake_event.wait(timeout=1.0)
-            self.wake_event.clear()
+            self._wait(timeout=1.0)
             try:
                 self.drain()
             except Exception:
@@ -75,7 +87,7 @@ class QueueWorkers:
                     if not claimed.ids:
                         break
                     if len(claimed.ids) == self.batch:
-                        self.wake_event.set()  # more waiting: let the other threads help
+                        self.wake()  # more waiting: let another thread help
                     handled += self.process(claimed)
             finally:
                 db.session.remove()

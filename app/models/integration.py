@@ -26,6 +26,10 @@ class OutboxStatus(enum.StrEnum):
     FAILED = "failed"  # permanent error or retries exhausted: shown with its reason
 
 
+_INBOX_UNFINISHED = sa.text("status IN ('pending', 'processing')")
+_OUTBOX_UNFINISHED = sa.text("status IN ('pending', 'in_flight')")
+
+
 def _enum(enum_cls: type[enum.StrEnum]) -> sa.Enum:
     return sa.Enum(enum_cls, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
 
@@ -38,7 +42,20 @@ class InboxEvent(ShopScoped, IdMixin, Base):
         # The same push re-delivered (the platform retries ~10 times) lands on the same key.
         sa.UniqueConstraint("shop_id", "dedupe_key"),
         sa.Index("ix_inbox_events_status_next", "status", "next_attempt_at"),
-        sa.Index("ix_inbox_events_subject", "shop_id", "subject", "id"),
+        # Claims walk only the unfinished events, in id order, and stop at their batch: a backlog of
+        # thousands of pushes (a livestream burst) costs a claim a few rows, not the whole backlog.
+        sa.Index(
+            "ix_inbox_events_unfinished", "id", sqlite_where=_INBOX_UNFINISHED, postgresql_where=_INBOX_UNFINISHED
+        ),
+        # "Is an earlier event of this buyer unfinished?" reads unfinished events only.
+        sa.Index(
+            "ix_inbox_events_subject_unfinished",
+            "shop_id",
+            "subject",
+            "id",
+            sqlite_where=_INBOX_UNFINISHED,
+            postgresql_where=_INBOX_UNFINISHED,
+        ),
     )
 
     dedupe_key: Mapped[str] = mapped_column(sa.String(160))
@@ -63,6 +80,10 @@ class OutboxCall(ShopScoped, IdMixin, Base):
     __table_args__ = (
         sa.UniqueConstraint("shop_id", "idempotency_key"),
         sa.Index("ix_outbox_calls_status_next", "status", "next_attempt_at"),
+        # Claims walk only the unfinished calls, in id order (as the inbox's).
+        sa.Index(
+            "ix_outbox_calls_unfinished", "id", sqlite_where=_OUTBOX_UNFINISHED, postgresql_where=_OUTBOX_UNFINISHED
+        ),
         sa.Index("ix_outbox_calls_subject", "shop_id", "subject_kind", "subject_id"),
     )
 

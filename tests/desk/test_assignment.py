@@ -13,27 +13,30 @@ from app import events
 from app.db import utcnow
 from app.desk import assignment, conversations
 from app.extensions import db
-from app.ingest import store
-from app.models import AgentConnection, Conversation, ConversationStatus, Customer, Role, User
+from app.ingest import inbox, store
+from app.models import AgentConnection, Conversation, ConversationStatus, Customer, CustomerTag, Message, Role, User
 from tests.desk.conftest import make_present
 from tests.factories import make_shop, make_user
 
 
 def arrive(shop_id: int, openid: str | None = None, text: str = "在吗") -> int:
-    """A buyer message as the inbox stores it, then announced (what a push does)."""
+    """A buyer message handled as the inbox handles its push: filed (on PostgreSQL a new conversation
+    is assigned in that transaction), committed, then announced."""
     openid = openid or f"o_{uuid.uuid4().hex[:12]}"
     payload = {
+        "Event": inbox.MESSAGE_EVENT,
         "FromUserName": openid,
         "msg_id": uuid.uuid4().hex,
         "msg_type": "text",
         "text": {"content": text},
         "CreateTime": int(utcnow().timestamp()),
     }
-    stored = store.store_buyer_message(shop_id, payload)
+    announcements = inbox.handle(shop_id, payload)
     db.session.commit()
-    ids = {"conversation_id": stored.conversation.id, "message_id": stored.message.id}
-    events.emit(events.buyer_message_received, shop_id, new_conversation=stored.new_conversation, **ids)
-    return ids["conversation_id"]
+    for announce in announcements:
+        announce()
+    message = db.session.scalar(sa.select(Message).where(Message.platform_msg_id == payload["msg_id"]))
+    return message.conversation_id
 
 
 def assignee(conversation_id: int) -> int | None:
@@ -205,3 +208,33 @@ def test_concurrent_arrivals_never_exceed_capacity(app, team):
         )
     )
     assert queued == 14
+
+
+def test_the_console_hears_of_a_new_buyer_once_as_assigned_with_their_tags(app, team):
+    """The first message of a conversation: one conversation.updated with the assignee already set
+    (plus conversation.assigned), the buyer's tags from the same statement that locked the conversation."""
+    openid = "o_tagged_buyer"
+    customer = store.ensure_customer(team.shop, openid)
+    db.session.flush()
+    db.session.add_all([CustomerTag(shop_id=team.shop, customer_id=customer.id, tag=t) for t in ("VIP", "回头客")])
+    db.session.commit()
+    heard = []
+
+    def listen(_shop_id, **kwargs):
+        heard.append(kwargs)
+
+    events.conversation_changed.connect(listen)
+    try:
+        conversation_id = arrive(team.shop, openid, "第一句")
+        arrive(team.shop, openid, "第二句")
+    finally:
+        events.conversation_changed.disconnect(listen)
+    first, second = heard
+    assert first["reason"] == "new" and first["assigned"] is True
+    assert first["conversation"]["id"] == conversation_id
+    assert first["conversation"]["assignee"]["id"] in team.agents
+    assert first["conversation"]["customer"]["tags"] == ["VIP", "回头客"]
+    assert first["message"]["text"] == "第一句"
+    assert second["reason"] == "message" and second["conversation"]["assignee"] == first["conversation"]["assignee"]
+    assert second["conversation"]["customer"]["tags"] == ["VIP", "回头客"]
+    assert second["conversation"]["last_seq"] == 2 and second["conversation"]["unread_count"] == 2

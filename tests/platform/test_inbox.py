@@ -73,10 +73,10 @@ def test_work_of_a_claim_taken_over_mid_way_is_rolled_back(app, shops, monkeypat
         claimed = inbox.claim()
         real_handle = inbox.handle
 
-        def handle_while_losing_the_lease(shop, payload):
+        def handle_while_losing_the_lease(shop_id, payload):
             with db.engine.begin() as conn:  # another worker takes the event over meanwhile
                 conn.execute(sa.update(InboxEvent.__table__).values(claim_token="someone-else"))
-            return real_handle(shop, payload)
+            return real_handle(shop_id, payload)
 
         monkeypatch.setattr(inbox, "handle", handle_while_losing_the_lease)
         assert inbox.process_claimed(claimed) == 0

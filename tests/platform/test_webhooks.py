@@ -161,3 +161,36 @@ def test_webhooks_need_no_session_or_csrf(app, shop):
     query, body = build_push(MESSAGE)
     bare = app.test_client()
     assert bare.post(shop["url"], query_string=query, json=body).status_code == 200
+
+
+def test_the_push_url_answers_get_and_post_only(client, shop):
+    response = client.put(shop["url"], data="x")
+    assert (response.status_code, response.get_data(as_text=True)) == (405, "method_not_allowed")
+    assert response.headers["Allow"] == "GET, POST"
+
+
+def test_push_answers_set_no_cookie_and_are_not_cached(client, shop):
+    query, body = build_push(MESSAGE)
+    response = client.post(shop["url"], query_string=query, json=body)
+    assert response.status_code == 200
+    assert "Set-Cookie" not in response.headers
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_a_failure_while_storing_answers_500_and_the_platform_retry_is_stored(app, client, shop, monkeypatch):
+    from app.ingest import inbox
+
+    real_receive = inbox.receive
+
+    def database_down(*args, **kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(inbox, "receive", database_down)
+    query, body = build_push(MESSAGE)
+    response = client.post(shop["url"], query_string=query, json=body)
+    assert (response.status_code, response.get_data(as_text=True)) == (500, "internal_error")
+    assert _events(app) == []
+    monkeypatch.setattr(inbox, "receive", real_receive)
+    assert client.post(shop["url"], query_string=query, json=body).get_data(as_text=True) == "success"
+    assert len(_events(app)) == 1
