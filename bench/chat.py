@@ -37,6 +37,7 @@ p99 <= 150 ms, and <= 3x the bare emit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import itertools
 import logging
@@ -412,28 +413,39 @@ def _process_cpu(stat_path: Path) -> tuple[str, float]:
 
 
 class CpuMeter:
-    """CPU seconds over a period: the web worker, this process, PostgreSQL and Redis (every process of
-    theirs on the machine, other users' included), and how busy the whole machine was."""
+    """CPU seconds over a period: the web worker, the `flask workers` processes, this process, the
+    PostgreSQL backends of the bench's database (other backends, e.g. another run's tests, count as
+    `postgres_other`), Redis, and how busy the whole machine was."""
 
     TICK = os.sysconf("SC_CLK_TCK")
     SERVICES = {"postgres": "postgres_cpu_s", "redis-server": "redis_cpu_s"}
 
-    def __init__(self, web_pid: int):
+    def __init__(self, web_pid: int, worker_pids: list[int] = (), database: str = ""):
         children = Path(f"/proc/{web_pid}/task/{web_pid}/children").read_text().split()
         self.worker = int(children[0]) if children else web_pid
+        self.worker_pids = list(worker_pids)
+        self.database = database
         self.before = self._sample()
 
     def _sample(self) -> dict[str, float]:
         sample = {"wall_s": time.monotonic(), "web_worker_cpu_s": _process_cpu(Path(f"/proc/{self.worker}/stat"))[1]}
+        for pid in self.worker_pids:
+            with contextlib.suppress(OSError):  # exited
+                sample[f"workers_cpu_s:{pid}"] = _process_cpu(Path(f"/proc/{pid}/stat"))[1]
         own = os.times()
         sample["bench_process_cpu_s"] = own.user + own.system
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 name, seconds = _process_cpu(stat)
+                if name == "postgres" and self.database:
+                    mine = self.database in (stat.parent / "cmdline").read_bytes().decode(errors="replace")
+                    name = "postgres" if mine else "postgres_other"
             except (OSError, ValueError):
                 continue  # exited meanwhile
             if name in self.SERVICES:
                 sample[f"{self.SERVICES[name]}:{stat.parent.name}"] = seconds
+            elif name == "postgres_other":
+                sample[f"postgres_other_cpu_s:{stat.parent.name}"] = seconds
         machine = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
         sample["machine_s"], sample["idle_s"] = sum(machine) / self.TICK, (machine[3] + machine[4]) / self.TICK
         return sample
@@ -647,11 +659,13 @@ def main() -> None:
                 args.senders,
                 args.seed,
             )
-            idle_meter = CpuMeter(web.pid)  # the connected agents alone: heartbeats, presence
+            database = sa.engine.make_url(database_url).database
+            worker_pids = [process.pid for process in workers]
+            idle_meter = CpuMeter(web.pid, worker_pids, database)  # the connected agents alone
             time.sleep(args.idle_seconds)
             idle_cpu = idle_meter.result()
             log(f"pushing {count} messages at {args.rate:g}/s, {len(recorder.reply_to)} to be answered")
-            cpu_meter = CpuMeter(web.pid)
+            cpu_meter = CpuMeter(web.pid, worker_pids, database)
             elapsed = load.run()
             log(f"pushed in {elapsed:.1f} s; draining (up to {args.drain:g} s)")
             drained = drain(lambda: len(recorder.push_t1) + len(recorder.ping_t1), 2 * count, args.drain)
@@ -729,6 +743,17 @@ def main() -> None:
             "cpu_idle_before_load": idle_cpu,
             "cpu_load_and_drain": cpu,
             "web_cpu_ms_per_message": round(cpu["web_worker_cpu_s"] * 1000 / max(1, count), 1),
+            "cpu_ms_per_message": {
+                name.removesuffix("_cpu_s"): round(cpu.get(name, 0.0) * 1000 / max(1, count), 2)
+                for name in (
+                    "web_worker_cpu_s",
+                    "workers_cpu_s",
+                    "postgres_cpu_s",
+                    "redis_cpu_s",
+                    "bench_process_cpu_s",
+                    "postgres_other_cpu_s",
+                )
+            },
             "worker_processes": args.worker_processes,
             "conversations": facts["conversations"],
             "inbox_states": facts["inbox_states"],
