@@ -1,0 +1,145 @@
+"""Which return address an after-sale's parcel goes back to (一货一址).
+
+Precedence, first usable wins:
+
+1. a binding of the SKU (``AddressBinding`` scope ``sku``),
+2. a binding of the product (scope ``product``),
+3. a binding of the whole shop (scope ``shop``),
+4. the shop's default return address on the platform (``default_recv``),
+5. none: the agent must pick one (the platform refuses a return approval without ``address_id``).
+
+A bound address that the platform no longer lists (``deleted_on_platform``) or that is no longer a
+return address (``recv_addr`` false) is not usable: resolution falls through to the next level and
+says so in ``warnings``, so the agent (and issue 6's address book) can see the broken binding.
+
+Pure domain code: reads through the caller's (scoped) session, writes nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.models import AddressBinding, BindingScope, ReturnAddress
+
+
+class AddressSource(enum.StrEnum):
+    SKU = "sku"
+    PRODUCT = "product"
+    SHOP = "shop"
+    DEFAULT = "default"  # the platform's default return address of the shop
+    MANUAL = "manual"  # picked by the agent (never produced by resolve(); recorded by actions)
+
+
+class WarningKind(enum.StrEnum):
+    DELETED_ON_PLATFORM = "deleted_on_platform"
+    NOT_A_RETURN_ADDRESS = "not_a_return_address"
+
+
+@dataclass(frozen=True)
+class BindingWarning:
+    kind: WarningKind
+    scope: BindingScope
+    address_pk: int
+    address_name: str
+
+
+@dataclass(frozen=True)
+class Resolution:
+    address: ReturnAddress | None
+    source: AddressSource | None
+    warnings: list[BindingWarning] = field(default_factory=list)
+
+    @property
+    def address_id(self) -> str | None:
+        return self.address.address_id if self.address is not None else None
+
+
+def usable(address: ReturnAddress | None) -> bool:
+    return address is not None and address.is_return_address and not address.deleted_on_platform
+
+
+def _targets(product_id: str | None, sku_id: str | None) -> list[tuple[BindingScope, str, AddressSource]]:
+    targets = []
+    if sku_id:
+        targets.append((BindingScope.SKU, AddressBinding.key_for(BindingScope.SKU, sku_id=sku_id), AddressSource.SKU))
+    if product_id:
+        key = AddressBinding.key_for(BindingScope.PRODUCT, product_id=product_id)
+        targets.append((BindingScope.PRODUCT, key, AddressSource.PRODUCT))
+    targets.append((BindingScope.SHOP, AddressBinding.key_for(BindingScope.SHOP), AddressSource.SHOP))
+    return targets
+
+
+Key = tuple[int, str | None, str | None]  # (shop_id, product_id, sku_id)
+
+
+def resolve(shop_id: int, product_id: str | None, sku_id: str | None) -> Resolution:
+    """The return address for a parcel of ``sku_id`` (of ``product_id``) in the shop."""
+    return resolve_many([(shop_id, product_id, sku_id)])[(shop_id, product_id, sku_id)]
+
+
+def resolve_many(keys: list[Key]) -> dict[Key, Resolution]:
+    """``resolve`` for many parcels at once, in two queries (the after-sale queue's page)."""
+    keys = list(dict.fromkeys(keys))
+    if not keys:
+        return {}
+    wanted = {(shop_id, key) for shop_id, product_id, sku_id in keys for _, key, _ in _targets(product_id, sku_id)}
+    by_shop: dict[int, set[str]] = {}
+    for shop_id, key in wanted:
+        by_shop.setdefault(shop_id, set()).add(key)
+    match = sa.or_(
+        *(
+            sa.and_(AddressBinding.shop_id == shop_id, AddressBinding.target_key.in_(sorted(target_keys)))
+            for shop_id, target_keys in by_shop.items()
+        )
+    )
+    bindings = {(b.shop_id, b.target_key): b for b in db.session.scalars(sa.select(AddressBinding).where(match))}
+    defaults: dict[int, ReturnAddress] = {}
+    for address in db.session.scalars(
+        sa.select(ReturnAddress)
+        .where(
+            ReturnAddress.shop_id.in_(sorted(by_shop)),
+            ReturnAddress.is_default_return.is_(True),
+            ReturnAddress.is_return_address.is_(True),
+            ReturnAddress.deleted_on_platform.is_(False),
+        )
+        .order_by(ReturnAddress.id)
+    ):
+        defaults.setdefault(address.shop_id, address)
+    return {key: _resolve_one(key, bindings, defaults) for key in keys}
+
+
+def _resolve_one(key: Key, bindings: dict, defaults: dict[int, ReturnAddress]) -> Resolution:
+    shop_id, product_id, sku_id = key
+    warnings: list[BindingWarning] = []
+    for scope, target_key, source in _targets(product_id, sku_id):
+        binding = bindings.get((shop_id, target_key))
+        if binding is None:
+            continue
+        address = binding.address
+        if usable(address):
+            return Resolution(address, source, warnings)
+        kind = WarningKind.DELETED_ON_PLATFORM if address.deleted_on_platform else WarningKind.NOT_A_RETURN_ADDRESS
+        warnings.append(BindingWarning(kind, scope, address.id, address.name))
+    default = defaults.get(shop_id)
+    if default is not None:
+        return Resolution(default, AddressSource.DEFAULT, warnings)
+    return Resolution(None, None, warnings)
+
+
+def choices(shop_id: int) -> list[ReturnAddress]:
+    """The addresses an agent may pick instead: the shop's usable return addresses, default first."""
+    return list(
+        db.session.scalars(
+            sa.select(ReturnAddress)
+            .where(
+                ReturnAddress.shop_id == shop_id,
+                ReturnAddress.is_return_address.is_(True),
+                ReturnAddress.deleted_on_platform.is_(False),
+            )
+            .order_by(ReturnAddress.is_default_return.desc(), ReturnAddress.name, ReturnAddress.id)
+        )
+    )
