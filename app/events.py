@@ -17,6 +17,8 @@ signals = Namespace()
 # sender: the shop id. kwargs listed per signal.
 order_changed = signals.signal("order-changed")  # order_pk, order_id, status, created(bool)
 after_sale_changed = signals.signal("after-sale-changed")  # after_sale_pk, after_sale_order_id, status, type, created
+# An agent's action on an after-sale was queued, succeeded or failed (app/orders/actions.py).
+after_sale_action_changed = signals.signal("after-sale-action-changed")  # action_id, after_sale_pk, kind, state
 buyer_message_received = signals.signal("buyer-message-received")  # conversation_id, message_id, new_conversation
 addresses_synced = signals.signal("addresses-synced")  # count, deleted
 # The console's changes, as plain dicts ready to send (see app/desk/views.py and docs/api.md).
