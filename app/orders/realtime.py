@@ -24,21 +24,23 @@ EVENT = "sidebar.changed"
 MAX_ROOMS = 20
 
 
-def _conversation_ids(session: Session, shop_id: int, openid: str | None, unionid: str | None) -> list[int]:
+def _conversations(session: Session, shop_id: int, openid: str | None, unionid: str | None) -> list[tuple[int, int]]:
+    """(conversation id, its shop id) of the buyer's open conversations, across the merchant's shops."""
     if not openid and not unionid:
         return []
     buyer = sa.and_(Customer.shop_id == shop_id, Customer.openid == openid) if openid else sa.false()
     if unionid:
         buyer = sa.or_(buyer, Customer.unionid == unionid)
     customers = sa.select(Customer.id).where(buyer)
-    return list(
-        session.scalars(
-            sa.select(Conversation.id)
+    return [
+        tuple(row)
+        for row in session.execute(
+            sa.select(Conversation.id, Conversation.shop_id)
             .where(Conversation.customer_id.in_(customers), Conversation.status == ConversationStatus.OPEN)
             .order_by(Conversation.id.desc())
             .limit(MAX_ROOMS)
         )
-    )
+    ]
 
 
 def _announce(shop_id: int, buyer: sa.Select, data: dict) -> None:
@@ -47,11 +49,14 @@ def _announce(shop_id: int, buyer: sa.Select, data: dict) -> None:
         if row is None:
             return
         openid, unionid, order_id = row
-        conversation_ids = _conversation_ids(session, shop_id, openid, unionid)
-    if conversation_ids:
-        emit(
-            EVENT, {"shop_id": shop_id, "order_id": order_id, **data}, [conversation_room(i) for i in conversation_ids]
-        )
+        conversations = _conversations(session, shop_id, openid, unionid)
+    same = [conversation_room(c) for c, s in conversations if s == shop_id]
+    other = [conversation_room(c) for c, s in conversations if s != shop_id]
+    if same:
+        emit(EVENT, {"shop_id": shop_id, "order_id": order_id, **data}, same)
+    if other:
+        # The same person in another shop: its agents may not serve this shop, so no ids go along.
+        emit(EVENT, {"reason": "other_shop"}, other)
 
 
 def _on_order(shop_id: int, order_pk: int, order_id: str, **_kw) -> None:

@@ -87,7 +87,9 @@ class Desk:
     def bind(self, address_id: str, scope: BindingScope = BindingScope.SKU, sku_id: str = "20000101") -> int:
         with self.app.app_context():
             address = db.session.scalar(
-                sa.select(ReturnAddress).where(ReturnAddress.shop_id == self.shop_id, ReturnAddress.address_id == address_id)
+                sa.select(ReturnAddress).where(
+                    ReturnAddress.shop_id == self.shop_id, ReturnAddress.address_id == address_id
+                )
             )
             product_id = "10000101" if scope is not BindingScope.SHOP else None
             db.session.add(

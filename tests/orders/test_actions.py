@@ -19,7 +19,9 @@ REJECT = "/channels/ec/aftersale/rejectapply"
 
 
 def post_action(client, pk: int, kind: str, rid: str | None = None, **extra):
-    return client.post(f"/api/after-sales/{pk}/actions", json={"kind": kind, "request_id": rid or request_id(), **extra})
+    return client.post(
+        f"/api/after-sales/{pk}/actions", json={"kind": kind, "request_id": rid or request_id(), **extra}
+    )
 
 
 def row(app, model, pk):
