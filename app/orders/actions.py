@@ -314,16 +314,30 @@ def _announce_action(action: AfterSaleAction):
 
 def queued_for_refund_limit(action: AfterSaleAction) -> datetime | None:
     """When a pending action waits for the refund-per-minute limit: the time it goes, else None."""
-    if action.state != AfterSaleActionState.PENDING or action.kind not in REFUNDING:
-        return None
-    call = db.session.scalar(
+    return queued_for_refund_limits([action]).get(action.id)
+
+
+def queued_for_refund_limits(pending: list[AfterSaleAction]) -> dict[int, datetime]:
+    """``queued_for_refund_limit`` for many actions in one query (action id -> when it goes)."""
+    waiting = {
+        outbox_key(a.request_id): a for a in pending if a.state == AfterSaleActionState.PENDING and a.kind in REFUNDING
+    }
+    if not waiting:
+        return {}
+    now = utcnow()
+    found = {}
+    for call in db.session.scalars(
         sa.select(OutboxCall).where(
-            OutboxCall.shop_id == action.shop_id, OutboxCall.idempotency_key == outbox_key(action.request_id)
+            # Both columns of the unique (shop_id, idempotency_key) index.
+            OutboxCall.shop_id.in_(sorted({a.shop_id for a in waiting.values()})),
+            OutboxCall.idempotency_key.in_(sorted(waiting)),
+            OutboxCall.last_errcode == REFUND_TOO_FAST,
         )
-    )
-    if call is not None and call.last_errcode == REFUND_TOO_FAST and call.next_attempt_at > utcnow():
-        return call.next_attempt_at
-    return None
+    ):
+        action = waiting.get(call.idempotency_key)
+        if action is not None and call.shop_id == action.shop_id and call.next_attempt_at > now:
+            found[action.id] = call.next_attempt_at
+    return found
 
 
 # --- the outbox handler ------------------------------------------------------------------------------

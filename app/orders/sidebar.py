@@ -130,10 +130,11 @@ def after_sale_views(rows: list[AfterSale]) -> list[AfterSaleView]:
     latest = latest_actions([r.id for r in rows])
     views = []
     for row in rows:
-        view = AfterSaleView(row=row, allowed=actions.allowed_kinds(row), last_action=latest.get(row.id))
+        views.append(AfterSaleView(row=row, allowed=actions.allowed_kinds(row), last_action=latest.get(row.id)))
+    queued = actions.queued_for_refund_limits([v.pending for v in views if v.pending is not None])
+    for view in views:
         if view.pending is not None:
-            view.queued_until = actions.queued_for_refund_limit(view.pending)
-        views.append(view)
+            view.queued_until = queued.get(view.pending.id)
     returns = [v for v in views if AfterSaleActionKind.APPROVE_RETURN in v.actions]
     resolved = resolver.resolve_many([(v.row.shop_id, v.row.product_id, v.row.sku_id) for v in returns])
     for v in returns:
