@@ -4,7 +4,7 @@ through the console API (docs/api.md). The order sidebar is rendered here, also 
 from __future__ import annotations
 
 from flask import render_template
-from flask_login import login_required
+from flask_login import current_user, login_required
 
 from app.auth.access import accessible_shops
 from app.desk import bp
@@ -30,7 +30,9 @@ def conversation(conversation_id: int):
 @login_required
 def sidebar(conversation_id: int):
     selected = db.get_or_404(Conversation, conversation_id)
-    shops = {s.id: s for s in accessible_shops()}
+    # The user's shops are loaded already (they are the request's scope); admins see every shop.
+    user_shops = accessible_shops() if current_user.is_admin else [s for s in current_user.shops if s.is_active]
+    shops = {s.id: s for s in user_shops}
     sb = order_sidebar.load(selected, shops, page=int_arg("page", default=1, high=500))
     return render_template("desk/_sidebar.html", selected=selected, sb=sb, shop=shops.get(selected.shop_id))
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.orm import defer
+from sqlalchemy.orm import defer, lazyload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.extensions import db
 from app.models import (
@@ -26,14 +27,15 @@ from app.models import (
     ConversationStatus,
     Customer,
     Order,
+    OrderItem,
     ReturnAddress,
     Shop,
 )
 from app.orders import actions
 from app.returns import resolver
 
-PAGE = 20
-OTHER_SHOPS = 10
+PAGE = 10  # newest first; older ones a click away (agents ask about the latest orders)
+OTHER_SHOPS = 5
 
 
 @dataclass
@@ -83,12 +85,24 @@ def _orders(where, limit: int, offset: int = 0) -> list[Order]:
         db.session.scalars(
             sa.select(Order)
             .where(*where)
-            .options(defer(Order.raw))
+            .options(defer(Order.raw), lazyload(Order.items))
             .order_by(Order.platform_created_at.desc(), Order.id.desc())
             .limit(limit)
             .offset(offset)
         )
     )
+
+
+def _load_items(orders: list[Order]) -> None:
+    """Every order's items in one query (instead of one selectin load per order query)."""
+    items: dict[int, list[OrderItem]] = {o.id: [] for o in orders}
+    if orders:
+        for item in db.session.scalars(
+            sa.select(OrderItem).where(OrderItem.order_pk.in_(list(items))).order_by(OrderItem.order_pk, OrderItem.id)
+        ):
+            items[item.order_pk].append(item)
+    for order in orders:
+        set_committed_value(order, "items", items[order.id])
 
 
 def _after_sales(orders: list[Order]) -> dict[tuple[int, str], list[AfterSale]]:
@@ -126,7 +140,11 @@ def latest_actions(after_sale_pks: list[int]) -> dict[int, AfterSaleAction]:
     return latest
 
 
-def after_sale_views(rows: list[AfterSale]) -> list[AfterSaleView]:
+def after_sale_views(
+    rows: list[AfterSale], addresses: dict[int, list[ReturnAddress]] | None = None
+) -> list[AfterSaleView]:
+    """Views of after-sales with their latest actions and, for returns to approve, the resolved
+    address. ``addresses`` collects the usable return addresses of the shops that need one."""
     latest = latest_actions([r.id for r in rows])
     views = []
     for row in rows:
@@ -136,7 +154,13 @@ def after_sale_views(rows: list[AfterSale]) -> list[AfterSaleView]:
         if view.pending is not None:
             view.queued_until = queued.get(view.pending.id)
     returns = [v for v in views if AfterSaleActionKind.APPROVE_RETURN in v.actions]
-    resolved = resolver.resolve_many([(v.row.shop_id, v.row.product_id, v.row.sku_id) for v in returns])
+    if returns:
+        found = resolver.return_addresses(sorted({v.row.shop_id for v in returns}))
+        if addresses is not None:
+            addresses.update(found)
+    resolved = resolver.resolve_many(
+        [(v.row.shop_id, v.row.product_id, v.row.sku_id) for v in returns], found if returns else None
+    )
     for v in returns:
         v.resolution = resolved[(v.row.shop_id, v.row.product_id, v.row.sku_id)]
     return views
@@ -152,17 +176,17 @@ def load(conversation: Conversation, shops: dict[int, Shop], page: int = 1) -> S
     others: list[Order] = []
     if page == 1 and customer.unionid:
         others = _orders([Order.unionid == customer.unionid, Order.shop_id != conversation.shop_id], OTHER_SHOPS)
+    _load_items(own + others)
     grouped = _after_sales(own + others)
-    views = after_sale_views([a for rows in grouped.values() for a in rows])
+    choices: dict[int, list[ReturnAddress]] = {}
+    views = after_sale_views([a for rows in grouped.values() for a in rows], choices)
     by_pk = {v.row.id: v for v in views}
     orders = []
     for order in own + others:
         order_views = [by_pk[a.id] for a in grouped.get((order.shop_id, order.order_id), [])]
         orders.append(OrderView(order, shops.get(order.shop_id), order.shop_id != conversation.shop_id, order_views))
-    need_choices = {v.row.shop_id for v in views if v.resolution is not None}
-    choices = {shop_id: resolver.choices(shop_id) for shop_id in need_choices}
     shop_ids = {o.order.shop_id for o in orders if o.order.address}
-    decodes = {s: addresses.decodes_left(shops[s]) for s in shop_ids if s in shops}
+    decodes = addresses.decodes_left_of([shops[s] for s in sorted(shop_ids) if s in shops])
     return Sidebar(conversation, customer, orders, has_more, page, choices, decodes)
 
 

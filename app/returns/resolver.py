@@ -81,8 +81,11 @@ def resolve(shop_id: int, product_id: str | None, sku_id: str | None) -> Resolut
     return resolve_many([(shop_id, product_id, sku_id)])[(shop_id, product_id, sku_id)]
 
 
-def resolve_many(keys: list[Key]) -> dict[Key, Resolution]:
-    """``resolve`` for many parcels at once, in two queries (the after-sale queue's page)."""
+def resolve_many(keys: list[Key], addresses: dict[int, list[ReturnAddress]] | None = None) -> dict[Key, Resolution]:
+    """``resolve`` for many parcels at once, in two queries (the after-sale queue's page).
+
+    ``addresses``: the shops' usable return addresses (``return_addresses``), if the caller has them.
+    """
     keys = list(dict.fromkeys(keys))
     if not keys:
         return {}
@@ -97,18 +100,13 @@ def resolve_many(keys: list[Key]) -> dict[Key, Resolution]:
         )
     )
     bindings = {(b.shop_id, b.target_key): b for b in db.session.scalars(sa.select(AddressBinding).where(match))}
-    defaults: dict[int, ReturnAddress] = {}
-    for address in db.session.scalars(
-        sa.select(ReturnAddress)
-        .where(
-            ReturnAddress.shop_id.in_(sorted(by_shop)),
-            ReturnAddress.is_default_return.is_(True),
-            ReturnAddress.is_return_address.is_(True),
-            ReturnAddress.deleted_on_platform.is_(False),
-        )
-        .order_by(ReturnAddress.id)
-    ):
-        defaults.setdefault(address.shop_id, address)
+    if addresses is None:
+        addresses = return_addresses(sorted(by_shop))
+    defaults = {}
+    for shop_id, rows in addresses.items():
+        default = next((a for a in rows if a.is_default_return), None)
+        if default is not None:
+            defaults[shop_id] = default
     return {key: _resolve_one(key, bindings, defaults) for key in keys}
 
 
@@ -132,14 +130,22 @@ def _resolve_one(key: Key, bindings: dict, defaults: dict[int, ReturnAddress]) -
 
 def choices(shop_id: int) -> list[ReturnAddress]:
     """The addresses an agent may pick instead: the shop's usable return addresses, default first."""
-    return list(
-        db.session.scalars(
-            sa.select(ReturnAddress)
-            .where(
-                ReturnAddress.shop_id == shop_id,
-                ReturnAddress.is_return_address.is_(True),
-                ReturnAddress.deleted_on_platform.is_(False),
-            )
-            .order_by(ReturnAddress.is_default_return.desc(), ReturnAddress.name, ReturnAddress.id)
+    return return_addresses([shop_id]).get(shop_id, [])
+
+
+def return_addresses(shop_ids: list[int]) -> dict[int, list[ReturnAddress]]:
+    """``choices`` of several shops in one query."""
+    found: dict[int, list[ReturnAddress]] = {}
+    if not shop_ids:
+        return found
+    for address in db.session.scalars(
+        sa.select(ReturnAddress)
+        .where(
+            ReturnAddress.shop_id.in_(sorted(set(shop_ids))),
+            ReturnAddress.is_return_address.is_(True),
+            ReturnAddress.deleted_on_platform.is_(False),
         )
-    )
+        .order_by(ReturnAddress.shop_id, ReturnAddress.is_default_return.desc(), ReturnAddress.name, ReturnAddress.id)
+    ):
+        found.setdefault(address.shop_id, []).append(address)
+    return found

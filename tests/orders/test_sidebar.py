@@ -159,7 +159,7 @@ def test_the_sidebar_makes_the_same_queries_for_1_or_30_orders(app, desk_shop, l
             finally:
                 sa.event.remove(db.engine, "before_cursor_execute", count)
         counts[n] = len(statements)
-        assert html.count('class="order-card') == min(n, 20)
+        assert html.count('class="order-card') == min(n, 10)
     assert counts[30] == counts[1], counts
     assert 'data-sidebar-page="2"' in sidebar(client, conversation_id)
     assert sidebar(client, conversation_id, page=2).count('class="order-card') == 10
