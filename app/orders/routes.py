@@ -205,4 +205,8 @@ def bulk_approve():
 @bp.app_context_processor
 def _order_helpers() -> dict:
     """Words for after-sale actions in every template (the sidebar is rendered by the desk)."""
-    return {"kind_label": lambda kind: str(actions.KIND_LABEL.get(kind, kind)), "error_text": actions.error_text}
+    return {
+        "kind_label": lambda kind: str(actions.KIND_LABEL.get(kind, kind)),
+        "error_text": actions.error_text,
+        "open_statuses": OPEN_AFTER_SALE_STATUSES,
+    }

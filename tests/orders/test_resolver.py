@@ -136,3 +136,20 @@ def test_choices_are_usable_return_addresses_default_first(shop):
     address(shop.id, "已删", deleted_on_platform=True)
     address(shop.id, "发货", is_return_address=False)
     assert [a.name for a in resolver.choices(shop.id)] == [default.name, "B仓"]
+
+
+def test_bindings_from_the_command_line(app, shop):
+    address(shop.id, "默认仓", default=True)
+    sku = address(shop.id, "规格仓")
+    gone = address(shop.id, "已删仓", deleted_on_platform=True)
+    db.session.commit()
+    runner = app.test_cli_runner()
+    done = runner.invoke(args=["returns", "bind", "--shop", shop.appid, "--sku", "s1", "--address", "规格仓"])
+    assert done.exit_code == 0, done.output
+    assert resolver.resolve(shop.id, "p1", "s1").address.id == sku.id
+    again = runner.invoke(args=["returns", "bind", "--shop", str(shop.id), "--sku", "s1", "--address", gone.address_id])
+    assert again.exit_code != 0 and "not a usable" in again.output
+    missing = runner.invoke(args=["returns", "bind", "--shop", shop.appid, "--product", "p1", "--address", "无此仓"])
+    assert missing.exit_code != 0 and "flask sync addresses" in missing.output
+    listed = runner.invoke(args=["returns", "bindings", "--shop", shop.appid])
+    assert "sku:s1\t规格仓" in listed.output
