@@ -111,7 +111,8 @@ def load(engine: sa.Engine, shop1: int, shop2: int, orders: int, buyers: int, op
                    jsonb_build_object('after_sale_order_id', (5700000000000000000 + o.id)::text),
                    %(now)s, %(now)s, %(now)s
             FROM orders o JOIN order_items i ON i.order_pk = o.id
-            WHERE o.id <= 10 OR (o.id > %(target)s AND o.id %% %(step)s = 0)""",
+            WHERE o.id <= 10
+               OR (o.id > %(target)s AND o.id %% %(step)s = 0 AND o.id <= %(target)s + 2 * %(open)s * %(step)s)""",
         """UPDATE after_sales SET deadline_at = NULL
             WHERE status NOT IN ('MERCHANT_PROCESSING', 'USER_WAIT_RETURN', 'MERCHANT_WAIT_RECEIPT',
                                  'PLATFORM_REFUNDING', 'PLATFORM_REFUND_FAIL', 'USER_WAIT_CONFIRM',
@@ -147,8 +148,10 @@ def load(engine: sa.Engine, shop1: int, shop2: int, orders: int, buyers: int, op
         raw = conn.connection.driver_connection
         with raw.cursor() as cursor:
             for statement in statements:
-                cursor.execute(statement, {**params, "step": step, "user": user_id, "now": now})
-            cursor.execute("ANALYZE")
+                cursor.execute(statement, {**params, "step": step, "user": user_id, "now": now, "open": open_count})
+    # Statistics and the visibility map, as autovacuum keeps them on a live database.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("VACUUM ANALYZE")
     with engine.connect() as conn:
         counts = {
             "orders": conn.scalar(sa.text("SELECT count(*) FROM orders")),

@@ -161,18 +161,17 @@ def pending_action(after_sale_pk: int) -> AfterSaleAction | None:
     )
 
 
-def _by_request(request_id: str) -> AfterSaleAction | None:
-    return db.session.scalar(sa.select(AfterSaleAction).where(AfterSaleAction.request_id == request_id))
+def _by_request(request_id: str, after_sale_pk: int) -> AfterSaleAction | None:
+    """The action this request id made for this after-sale (by the after-sale's index, whatever the scope)."""
+    return db.session.scalar(
+        sa.select(AfterSaleAction).where(
+            AfterSaleAction.after_sale_pk == after_sale_pk, AfterSaleAction.request_id == request_id
+        )
+    )
 
 
 def outbox_key(request_id: str) -> str:
     return f"aftersale:{request_id}"
-
-
-def _same(existing: AfterSaleAction, after_sale_pk: int) -> AfterSaleAction:
-    if existing.after_sale_pk != after_sale_pk:
-        raise ActionError("invalid", _("The action has no valid request id; reload the page."), 400)
-    return existing
 
 
 def request_action(
@@ -192,16 +191,22 @@ def request_action(
         kind = AfterSaleActionKind(kind)
     except ValueError:
         raise ActionError("invalid", _("Unknown action."), 400) from None
-    existing = _by_request(request_id)
+    existing = _by_request(request_id, after_sale_pk)
     if existing is not None:
-        return _same(existing, after_sale_pk), False  # a resend after a lost answer
+        return existing, False  # a resend after a lost answer
     after_sale = db.session.scalar(locked(sa.select(AfterSale).where(AfterSale.id == after_sale_pk)))
     if after_sale is None:
         raise not_found()
-    existing = _by_request(request_id)  # again under the lock: a concurrent resend got here first
+    existing = _by_request(request_id, after_sale_pk)  # again under the lock: a concurrent resend
     if existing is not None:
         db.session.rollback()
-        return _same(existing, after_sale_pk), False
+        return existing, False
+    reused = sa.select(AfterSaleAction.id).where(
+        AfterSaleAction.shop_id == after_sale.shop_id, AfterSaleAction.request_id == request_id
+    )
+    if db.session.scalar(reused) is not None:  # the id of an action on another after-sale
+        db.session.rollback()
+        raise ActionError("invalid", _("The action has no valid request id; reload the page."), 400)
     pending = pending_action(after_sale.id)
     if pending is not None:
         db.session.rollback()
@@ -235,6 +240,20 @@ def request_action(
             raise ActionError("invalid", _("Choose a reason from the platform's list."), 400)
         action.reject_reason_type = reject_reason_type
         action.reject_reason = (reject_reason or "").strip()[:200] or None
+    try:
+        return _queue(user, after_sale, action), True
+    except IntegrityError:
+        # A concurrent request won a race the row lock did not cover.
+        db.session.rollback()
+        existing = _by_request(request_id, after_sale_pk) or pending_action(after_sale_pk)
+        if existing is not None and existing.kind == kind:
+            return existing, False
+        raise ActionError("conflict", _("Another action on this after-sale is being sent to the platform.")) from None
+
+
+def _queue(user: User, after_sale: AfterSale, action: AfterSaleAction) -> AfterSaleAction:
+    """Add the action, its outbox call and its audit entry; commit; announce."""
+    kind, request_id = AfterSaleActionKind(action.kind), action.request_id
     db.session.add(action)
     db.session.flush()
     payload = {
@@ -273,17 +292,9 @@ def request_action(
             "reject_reason": action.reject_reason,
         },
     )
-    try:
-        db.session.commit()
-    except IntegrityError:
-        # A concurrent request won the race the row lock did not cover (another shop session).
-        db.session.rollback()
-        existing = _by_request(request_id) or pending_action(after_sale_pk)
-        if existing is not None and existing.kind == kind:
-            return existing, False
-        raise ActionError("conflict", _("Another action on this after-sale is being sent to the platform.")) from None
+    db.session.commit()
     _announce_action(action)()
-    return action, True
+    return action
 
 
 def _choose_address(action: AfterSaleAction, after_sale: AfterSale, address_pk: int | None) -> None:

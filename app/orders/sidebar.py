@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.orm import defer, lazyload
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm import defer, joinedload
 
 from app.extensions import db
 from app.models import (
@@ -27,7 +26,6 @@ from app.models import (
     ConversationStatus,
     Customer,
     Order,
-    OrderItem,
     ReturnAddress,
     Shop,
 )
@@ -80,49 +78,58 @@ class Sidebar:
     decodes_left: dict[int, int]
 
 
-def _orders(where, limit: int, offset: int = 0) -> list[Order]:
-    return list(
-        db.session.scalars(
-            sa.select(Order)
-            .where(*where)
-            .options(defer(Order.raw), lazyload(Order.items))
-            .order_by(Order.platform_created_at.desc(), Order.id.desc())
-            .limit(limit)
-            .offset(offset)
-        )
+def _newest(where, limit: int, offset: int = 0) -> sa.Select:
+    return (
+        sa.select(Order.id)
+        .where(*where)
+        .order_by(Order.platform_created_at.desc(), Order.id.desc())
+        .limit(limit)
+        .offset(offset)
     )
 
 
-def _load_items(orders: list[Order]) -> None:
-    """Every order's items in one query (instead of one selectin load per order query)."""
-    items: dict[int, list[OrderItem]] = {o.id: [] for o in orders}
-    if orders:
-        for item in db.session.scalars(
-            sa.select(OrderItem).where(OrderItem.order_pk.in_(list(items))).order_by(OrderItem.order_pk, OrderItem.id)
-        ):
-            items[item.order_pk].append(item)
-    for order in orders:
-        set_committed_value(order, "items", items[order.id])
+def _orders(*pages: sa.Select) -> list[Order]:
+    """The orders the id queries pick, with their items, in one statement, newest first."""
+    ids = sa.union_all(*(sa.select(p.subquery().c.id) for p in pages)).subquery()
+    return list(
+        db.session.scalars(
+            sa.select(Order)
+            .where(Order.id.in_(sa.select(ids.c.id)))
+            .options(defer(Order.raw), joinedload(Order.items))
+            .order_by(Order.platform_created_at.desc(), Order.id.desc())
+        ).unique()
+    )
 
 
-def _after_sales(orders: list[Order]) -> dict[tuple[int, str], list[AfterSale]]:
+def _after_sales(orders: list[Order]) -> tuple[dict[tuple[int, str], list[AfterSale]], dict[int, AfterSaleAction]]:
+    """The orders' after-sales, and the newest action of each, in one statement."""
     if not orders:
-        return {}
+        return {}, {}
     pairs = {(o.shop_id, o.order_id) for o in orders}
     by_shop: dict[int, list[str]] = {}
     for shop_id, order_id in pairs:
         by_shop.setdefault(shop_id, []).append(order_id)
     match = sa.or_(*(sa.and_(AfterSale.shop_id == s, AfterSale.order_id.in_(ids)) for s, ids in by_shop.items()))
+    newest = (
+        sa.select(sa.func.max(AfterSaleAction.id))
+        .where(AfterSaleAction.after_sale_pk == AfterSale.id)
+        .correlate(AfterSale)
+        .scalar_subquery()
+    )
     grouped: dict[tuple[int, str], list[AfterSale]] = {}
-    rows = db.session.scalars(
-        sa.select(AfterSale)
+    latest: dict[int, AfterSaleAction] = {}
+    rows = db.session.execute(
+        sa.select(AfterSale, AfterSaleAction)
+        .outerjoin(AfterSaleAction, AfterSaleAction.id == newest)
         .where(match)
         .options(defer(AfterSale.raw))
         .order_by(AfterSale.platform_created_at.desc(), AfterSale.id.desc())
     )
-    for row in rows:
+    for row, action in rows:
         grouped.setdefault((row.shop_id, row.order_id), []).append(row)
-    return grouped
+        if action is not None:
+            latest[row.id] = action
+    return grouped, latest
 
 
 def latest_actions(after_sale_pks: list[int]) -> dict[int, AfterSaleAction]:
@@ -141,11 +148,15 @@ def latest_actions(after_sale_pks: list[int]) -> dict[int, AfterSaleAction]:
 
 
 def after_sale_views(
-    rows: list[AfterSale], addresses: dict[int, list[ReturnAddress]] | None = None
+    rows: list[AfterSale],
+    addresses: dict[int, list[ReturnAddress]] | None = None,
+    latest: dict[int, AfterSaleAction] | None = None,
 ) -> list[AfterSaleView]:
-    """Views of after-sales with their latest actions and, for returns to approve, the resolved
-    address. ``addresses`` collects the usable return addresses of the shops that need one."""
-    latest = latest_actions([r.id for r in rows])
+    """Views of after-sales with their latest actions (``latest``, else read) and, for returns to
+    approve, the resolved address. ``addresses`` collects the usable return addresses of the shops
+    that need one."""
+    if latest is None:
+        latest = latest_actions([r.id for r in rows])
     views = []
     for row in rows:
         views.append(AfterSaleView(row=row, allowed=actions.allowed_kinds(row), last_action=latest.get(row.id)))
@@ -170,16 +181,20 @@ def load(conversation: Conversation, shops: dict[int, Shop], page: int = 1) -> S
     from app.orders import addresses
 
     customer = conversation.customer
-    own = _orders([Order.shop_id == conversation.shop_id, Order.openid == customer.openid], PAGE + 1, (page - 1) * PAGE)
+    own_page = _newest(
+        [Order.shop_id == conversation.shop_id, Order.openid == customer.openid], PAGE + 1, (page - 1) * PAGE
+    )
+    pages = [own_page]
+    if page == 1 and customer.unionid:
+        pages.append(_newest([Order.unionid == customer.unionid, Order.shop_id != conversation.shop_id], OTHER_SHOPS))
+    found = _orders(*pages)
+    own = [o for o in found if o.shop_id == conversation.shop_id and o.openid == customer.openid]
+    others = [o for o in found if not (o.shop_id == conversation.shop_id and o.openid == customer.openid)]
     has_more = len(own) > PAGE
     own = own[:PAGE]
-    others: list[Order] = []
-    if page == 1 and customer.unionid:
-        others = _orders([Order.unionid == customer.unionid, Order.shop_id != conversation.shop_id], OTHER_SHOPS)
-    _load_items(own + others)
-    grouped = _after_sales(own + others)
+    grouped, latest = _after_sales(own + others)
     choices: dict[int, list[ReturnAddress]] = {}
-    views = after_sale_views([a for rows in grouped.values() for a in rows], choices)
+    views = after_sale_views([a for rows in grouped.values() for a in rows], choices, latest)
     by_pk = {v.row.id: v for v in views}
     orders = []
     for order in own + others:

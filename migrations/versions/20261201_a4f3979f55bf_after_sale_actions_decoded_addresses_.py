@@ -52,7 +52,7 @@ def upgrade():
         batch_op.create_index('ix_after_sale_actions_shop_order', ['shop_id', 'order_id', 'completed_at'], unique=False)
 
     with op.batch_alter_table('after_sales', schema=None) as batch_op:
-        batch_op.create_index('ix_after_sales_open_deadline', ['deadline_at', 'id'], unique=False, postgresql_where=sa.text("status IN ('MERCHANT_PROCESSING', 'MERCHANT_REFUND_RETRY_FAIL', 'MERCHANT_WAIT_RECEIPT', 'PLATFORM_REFUNDING', 'PLATFORM_REFUND_FAIL', 'USER_WAIT_CONFIRM', 'USER_WAIT_RETURN')"), sqlite_where=sa.text("status IN ('MERCHANT_PROCESSING', 'MERCHANT_REFUND_RETRY_FAIL', 'MERCHANT_WAIT_RECEIPT', 'PLATFORM_REFUNDING', 'PLATFORM_REFUND_FAIL', 'USER_WAIT_CONFIRM', 'USER_WAIT_RETURN')"))
+        batch_op.create_index('ix_after_sales_open_deadline', ['deadline_at', 'id', 'shop_id'], unique=False, postgresql_where=sa.text("status IN ('MERCHANT_PROCESSING', 'MERCHANT_REFUND_RETRY_FAIL', 'MERCHANT_WAIT_RECEIPT', 'PLATFORM_REFUNDING', 'PLATFORM_REFUND_FAIL', 'USER_WAIT_CONFIRM', 'USER_WAIT_RETURN')"), sqlite_where=sa.text("status IN ('MERCHANT_PROCESSING', 'MERCHANT_REFUND_RETRY_FAIL', 'MERCHANT_WAIT_RECEIPT', 'PLATFORM_REFUNDING', 'PLATFORM_REFUND_FAIL', 'USER_WAIT_CONFIRM', 'USER_WAIT_RETURN')"))
 
     with op.batch_alter_table('orders', schema=None) as batch_op:
         batch_op.add_column(sa.Column('decoded_address', sa.Text(), nullable=True))

@@ -316,3 +316,47 @@ def _conversation_for(app, desk_shop, openid: str = "o_buyer_1") -> int:
         found = conversation.id
         db.session.remove()
     return found
+
+
+def test_a_request_id_is_one_action_of_one_after_sale(app, desk_shop, login):
+    order_id = desk_shop.order()
+    first, second = desk_shop.after_sale(order_id, "REFUND"), desk_shop.after_sale(order_id, "REFUND")
+    client = login("li")
+    rid = request_id()
+    assert post_action(client, first, "approve_refund", rid).status_code == 202
+    reused = post_action(client, second, "approve_refund", rid)
+    assert reused.status_code == 400 and reused.get_json()["error"]["code"] == "invalid"
+    assert len(outbox_calls(app)) == 1
+
+
+def test_two_agents_approving_at_once_make_one_call(app, desk_shop, login):
+    import threading
+
+    from app.models import Shop, User
+
+    pk = desk_shop.after_sale(desk_shop.order(), "REFUND")
+    with app.app_context():
+        from tests.factories import make_user
+
+        make_user("wang", shops=[db.session.get(Shop, desk_shop.shop_id)])
+        db.session.commit()
+        db.session.remove()
+    clients = [login("li"), login("wang")]
+    start = threading.Barrier(2)
+    answers = []
+
+    def click(client):
+        start.wait()
+        answers.append(post_action(client, pk, "approve_refund"))
+
+    threads = [threading.Thread(target=click, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(a.status_code for a in answers) == [200, 202]
+    assert len({a.get_json()["action"]["id"] for a in answers}) == 1
+    assert len(outbox_calls(app)) == 1
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(User)) == 2
+        db.session.remove()
