@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from app.db import utcnow
@@ -360,3 +361,63 @@ def test_two_agents_approving_at_once_make_one_call(app, desk_shop, login):
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(User)) == 2
         db.session.remove()
+
+
+# Every action: (after-sale type, steps to reach the state it acts on, extra fields, where it leads).
+EVERY_ACTION = {
+    "approve_refund": ("REFUND", False, {}, "MERCHANT_REFUND_SUCCESS"),
+    "approve_return": ("RETURN", False, {}, "USER_WAIT_RETURN"),
+    "confirm_receipt": ("RETURN", True, {}, "MERCHANT_RETURN_SUCCESS"),
+    "reject": ("REFUND", False, {"reject_reason_type": 1}, "MERCHANT_REJECT_REFUND"),
+}
+
+
+def _ready(app, desk_shop, login, kind: str) -> tuple[int, str, object]:
+    after_sale_type, returned, _extra, _target = EVERY_ACTION[kind]
+    pk = desk_shop.after_sale(desk_shop.order(), after_sale_type)
+    after_sale_id = row(app, AfterSale, pk).after_sale_order_id
+    client = login("li")
+    if returned:
+        post_action(client, pk, "approve_return")
+        desk_shop.drain()
+        desk_shop.platform.buyer_returns_parcel(desk_shop.sim_shop, after_sale_id)
+        desk_shop.fetch_after_sale(after_sale_id)
+    return pk, after_sale_id, client
+
+
+def _platform_calls(desk_shop, after_sale_id: str) -> list[tuple]:
+    return [
+        c for c in desk_shop.calls(ACCEPT) + desk_shop.calls(REJECT) if c[2].get("after_sale_order_id") == after_sale_id
+    ]
+
+
+@pytest.mark.parametrize("kind", sorted(EVERY_ACTION))
+def test_every_action_is_one_call_whatever_the_clicks(app, desk_shop, login, kind):
+    pk, after_sale_id, client = _ready(app, desk_shop, login, kind)
+    before = len(_platform_calls(desk_shop, after_sale_id))
+    extra = EVERY_ACTION[kind][2]
+    rid = request_id()
+    answers = [post_action(client, pk, kind, rid, **extra) for _ in range(2)] + [post_action(client, pk, kind, **extra)]
+    assert [a.status_code for a in answers] == [202, 200, 200]
+    assert len({a.get_json()["action"]["id"] for a in answers}) == 1
+    desk_shop.drain()
+    assert len(_platform_calls(desk_shop, after_sale_id)) == before + 1
+    assert desk_shop.sim_status(after_sale_id) == EVERY_ACTION[kind][3]
+    assert row(app, AfterSale, pk).status == EVERY_ACTION[kind][3]
+    trail = [a for a, _, d in audit_actions(app, after_sale_id) if a.startswith(f"after_sale.{kind}")]
+    assert trail == [f"after_sale.{kind}", f"after_sale.{kind}.succeeded"]
+
+
+@pytest.mark.parametrize("kind", sorted(EVERY_ACTION))
+def test_every_action_survives_a_lost_answer(app, desk_shop, login, kind):
+    pk, after_sale_id, client = _ready(app, desk_shop, login, kind)
+    action = post_action(client, pk, kind, **EVERY_ACTION[kind][2]).get_json()["action"]
+    with desk_shop.platform.lock:  # the platform did it; its answer never came back
+        record = desk_shop.sim_shop.after_sales[after_sale_id]
+        record["status"] = EVERY_ACTION[kind][3]
+        record["update_time"] += 1
+    desk_shop.drain()
+    assert row(app, AfterSaleAction, action["id"]).state == "succeeded"
+    assert row(app, AfterSale, pk).status == EVERY_ACTION[kind][3]
+    last = audit_actions(app, after_sale_id)[-1]
+    assert last[0] == f"after_sale.{kind}.succeeded" and last[2]["repeat_confirmed"] is True
