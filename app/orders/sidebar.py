@@ -165,13 +165,9 @@ def after_sale_views(
         if view.pending is not None:
             view.queued_until = queued.get(view.pending.id)
     returns = [v for v in views if AfterSaleActionKind.APPROVE_RETURN in v.actions]
-    if returns:
-        found = resolver.return_addresses(sorted({v.row.shop_id for v in returns}))
-        if addresses is not None:
-            addresses.update(found)
-    resolved = resolver.resolve_many(
-        [(v.row.shop_id, v.row.product_id, v.row.sku_id) for v in returns], found if returns else None
-    )
+    resolved, found = resolver.resolve_with_choices([(v.row.shop_id, v.row.product_id, v.row.sku_id) for v in returns])
+    if addresses is not None:
+        addresses.update(found)
     for v in returns:
         v.resolution = resolved[(v.row.shop_id, v.row.product_id, v.row.sku_id)]
     return views

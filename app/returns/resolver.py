@@ -81,43 +81,58 @@ def resolve(shop_id: int, product_id: str | None, sku_id: str | None) -> Resolut
     return resolve_many([(shop_id, product_id, sku_id)])[(shop_id, product_id, sku_id)]
 
 
-def resolve_many(keys: list[Key], addresses: dict[int, list[ReturnAddress]] | None = None) -> dict[Key, Resolution]:
-    """``resolve`` for many parcels at once, in two queries (the after-sale queue's page).
+def resolve_many(keys: list[Key]) -> dict[Key, Resolution]:
+    """``resolve`` for many parcels at once, in one query (the after-sale queue's page)."""
+    return resolve_with_choices(keys)[0]
 
-    ``addresses``: the shops' usable return addresses (``return_addresses``), if the caller has them.
-    """
+
+def resolve_with_choices(keys: list[Key]) -> tuple[dict[Key, Resolution], dict[int, list[ReturnAddress]]]:
+    """``resolve_many`` and the shops' ``choices``, in one query: each shop's address book (small)
+    with the bindings of the wanted SKUs, products and the shop itself."""
     keys = list(dict.fromkeys(keys))
     if not keys:
-        return {}
-    wanted = {(shop_id, key) for shop_id, product_id, sku_id in keys for _, key, _ in _targets(product_id, sku_id)}
-    by_shop: dict[int, set[str]] = {}
-    for shop_id, key in wanted:
-        by_shop.setdefault(shop_id, set()).add(key)
-    match = sa.or_(
-        *(
-            sa.and_(AddressBinding.shop_id == shop_id, AddressBinding.target_key.in_(sorted(target_keys)))
-            for shop_id, target_keys in by_shop.items()
+        return {}, {}
+    shops = sorted({shop_id for shop_id, _, _ in keys})
+    target_keys = sorted({key for _, product_id, sku_id in keys for _, key, _ in _targets(product_id, sku_id)})
+    rows = db.session.execute(
+        sa.select(ReturnAddress, AddressBinding.target_key)
+        .outerjoin(
+            AddressBinding,
+            sa.and_(
+                AddressBinding.address_pk == ReturnAddress.id,
+                AddressBinding.shop_id == ReturnAddress.shop_id,
+                AddressBinding.target_key.in_(target_keys),
+            ),
         )
+        .where(ReturnAddress.shop_id.in_(shops))
+        .order_by(ReturnAddress.shop_id, ReturnAddress.is_default_return.desc(), ReturnAddress.name, ReturnAddress.id)
     )
-    bindings = {(b.shop_id, b.target_key): b for b in db.session.scalars(sa.select(AddressBinding).where(match))}
-    if addresses is None:
-        addresses = return_addresses(sorted(by_shop))
+    bound: dict[tuple[int, str], ReturnAddress] = {}
+    usable_by_shop: dict[int, list[ReturnAddress]] = {}
+    for address, target_key in rows:
+        if target_key is not None:
+            bound[(address.shop_id, target_key)] = address
+        listed = usable_by_shop.setdefault(address.shop_id, [])
+        if usable(address) and address not in listed:
+            listed.append(address)
     defaults = {}
-    for shop_id, rows in addresses.items():
-        default = next((a for a in rows if a.is_default_return), None)
+    for shop_id, listed in usable_by_shop.items():
+        default = next((a for a in listed if a.is_default_return), None)
         if default is not None:
             defaults[shop_id] = default
-    return {key: _resolve_one(key, bindings, defaults) for key in keys}
+    resolutions = {key: _resolve_one(key, bound, defaults) for key in keys}
+    return resolutions, {shop_id: listed for shop_id, listed in usable_by_shop.items() if listed}
 
 
-def _resolve_one(key: Key, bindings: dict, defaults: dict[int, ReturnAddress]) -> Resolution:
+def _resolve_one(
+    key: Key, bound: dict[tuple[int, str], ReturnAddress], defaults: dict[int, ReturnAddress]
+) -> Resolution:
     shop_id, product_id, sku_id = key
     warnings: list[BindingWarning] = []
     for scope, target_key, source in _targets(product_id, sku_id):
-        binding = bindings.get((shop_id, target_key))
-        if binding is None:
+        address = bound.get((shop_id, target_key))
+        if address is None:
             continue
-        address = binding.address
         if usable(address):
             return Resolution(address, source, warnings)
         kind = WarningKind.DELETED_ON_PLATFORM if address.deleted_on_platform else WarningKind.NOT_A_RETURN_ADDRESS
