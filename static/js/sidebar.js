@@ -133,7 +133,12 @@
     var socket = channeldesk.socket;
     if (!socket) { return; }
     socket.on("sidebar.changed", function () { reloadSoon(); });
-    socket.on("connect", function () { if (current.id !== null) { reloadSoon(); } }); // missed events
+    var connectedBefore = socket.connected;
+    socket.on("connect", function () {
+      // Back from a blip: events may have been missed while away.
+      if (connectedBefore && current.id !== null) { reloadSoon(); }
+      connectedBefore = true;
+    });
   }
 
   // A reload skipped while the agent was busy happens once they are done.
@@ -246,7 +251,11 @@
       { conversation_id: current.id, request_id: rid }).then(function () {
       delete button.dataset.requestId;
       button.textContent = t("card_queued");
-      setTimeout(function () { button.textContent = t("send_order"); button.disabled = false; }, 2500);
+      setTimeout(function () {
+        button.textContent = t("send_order");
+        button.disabled = false;
+        if (typeof sidebar.onLoaded === "function") { sidebar.onLoaded(); } // the reply budget decides
+      }, 2500);
     }, function (error) {
       button.disabled = false;
       if (!error.network) { delete button.dataset.requestId; }
