@@ -130,6 +130,10 @@ class Config:
     # shop has capacity. Auto-replies may use at most this many of the platform's 5 messages per
     # buyer turn, so agents always keep the rest.
     AUTO_REPLY_BUDGET = env_int("AUTO_REPLY_BUDGET", 2)
+    # Order sidebar: full addresses the platform decodes per shop and day (its quota is reported as
+    # ~30), and how long the platform's reject-reason list is reused before it is read again.
+    ADDRESS_DECODE_DAILY_QUOTA = env_int("ADDRESS_DECODE_DAILY_QUOTA", 30)
+    REJECT_REASONS_CACHE_SECONDS = env_int("REJECT_REASONS_CACHE_SECONDS", 600)
     # Where images agents send are kept (the platform keeps its copy 14 days).
     MEDIA_DIR = env_str("MEDIA_DIR", str(BASE_DIR / "instance" / "media"))
 

@@ -94,6 +94,9 @@ def _init_web(app: Flask) -> None:
     from app.desk import sockets
 
     install_desk()
+    from app.orders import install as install_orders
+
+    install_orders()
     sockets.register()  # before init_app: handlers are bound to each new server from the list
     socketio.init_app(
         app,
@@ -123,6 +126,9 @@ def _register_blueprints(app: Flask) -> None:
     from app.desk.api import bp as desk_api_bp
 
     app.register_blueprint(desk_api_bp)
+    from app.orders.api import bp as orders_api_bp
+
+    app.register_blueprint(orders_api_bp)
     if app.config.get("SIMULATOR_ENABLED"):
         _mount_simulator(app)
 

@@ -33,6 +33,9 @@ def register(app: Flask) -> None:
     app.cli.add_command(workers_command)
     app.cli.add_command(simulator_cli)
     app.cli.add_command(sync_command)
+    from app.returns.cli import returns_cli
+
+    app.cli.add_command(returns_cli)
 
 
 @click.command("scheduler")

@@ -17,16 +17,18 @@ signals = Namespace()
 # sender: the shop id. kwargs listed per signal.
 order_changed = signals.signal("order-changed")  # order_pk, order_id, status, created(bool)
 after_sale_changed = signals.signal("after-sale-changed")  # after_sale_pk, after_sale_order_id, status, type, created
+# An agent's action on an after-sale was queued, succeeded or failed (app/orders/actions.py).
+after_sale_action_changed = signals.signal("after-sale-action-changed")  # action_id, after_sale_pk, kind, state
 # conversation_id, message_id, new_conversation; optionally the committed state, so that receivers need not
 # read it again: message (dict, app/desk/views.py), conversation (store.conversation_state), tags, and
 # assigned (True/False: the opening transaction assigned it / found nobody free; None: it did not try)
 buyer_message_received = signals.signal("buyer-message-received")
-addresses_synced = signals.signal("addresses-synced")
+addresses_synced = signals.signal("addresses-synced")  # count, deleted
 # Sent INSIDE the transaction that opens a conversation with a buyer's first message, before commit:
 # conversation (store.conversation_state Record), tags. A receiver may change the conversation in that
 # transaction (assignment) and return its state after trying (a Record), or None when it did not try.
 # Exceptions propagate: the push is then retried as a whole.
-conversation_opening = signals.signal("conversation-opening")  # count, deleted
+conversation_opening = signals.signal("conversation-opening")
 # The console's changes, as plain dicts ready to send (see app/desk/views.py and docs/api.md).
 # conversation (summary), reason, message (dict or None), notify_user_ids (assignees before and after),
 # assigned (bool, optional: the change gave it to its assignee, as with reason "assigned")

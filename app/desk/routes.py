@@ -3,25 +3,15 @@ through the console API (docs/api.md). The order sidebar is rendered here, also 
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from flask import render_template
-from flask_login import login_required
+from flask_login import current_user, login_required
 
 from app.auth.access import accessible_shops
 from app.desk import bp
 from app.extensions import db
-from app.models import Conversation, Order
-
-SIDEBAR_ORDERS = 20
-
-
-def _sidebar_orders(conversation: Conversation) -> list[Order]:
-    return db.session.scalars(
-        sa.select(Order)
-        .where(Order.shop_id == conversation.shop_id, Order.openid == conversation.customer.openid)
-        .order_by(Order.platform_created_at.desc())
-        .limit(SIDEBAR_ORDERS)
-    ).all()
+from app.models import Conversation
+from app.orders import sidebar as order_sidebar
+from app.web import int_arg
 
 
 @bp.route("/")
@@ -40,10 +30,11 @@ def conversation(conversation_id: int):
 @login_required
 def sidebar(conversation_id: int):
     selected = db.get_or_404(Conversation, conversation_id)
-    shops = {s.id: s for s in accessible_shops()}
-    return render_template(
-        "desk/_sidebar.html", selected=selected, orders=_sidebar_orders(selected), shop=shops.get(selected.shop_id)
-    )
+    # The user's shops are loaded already (they are the request's scope); admins see every shop.
+    user_shops = accessible_shops() if current_user.is_admin else [s for s in current_user.shops if s.is_active]
+    shops = {s.id: s for s in user_shops}
+    sb = order_sidebar.load(selected, shops, page=int_arg("page", default=1, high=500))
+    return render_template("desk/_sidebar.html", selected=selected, sb=sb, shop=shops.get(selected.shop_id))
 
 
 def _render_console(selected: Conversation | None):
@@ -53,7 +44,7 @@ def _render_console(selected: Conversation | None):
         "desk/console.html",
         selected=selected,
         selected_id=selected.id if selected else None,
-        orders=_sidebar_orders(selected) if selected else [],
+        sb=order_sidebar.load(selected, shops_by_id) if selected else None,
         shop=shops_by_id.get(selected.shop_id) if selected else None,
         shops=shops,
         shops_by_id=shops_by_id,

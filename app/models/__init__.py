@@ -20,7 +20,17 @@ from app.models.integration import (
     PlatformToken,
     SyncCursor,
 )
-from app.models.orders import AfterSale, AfterSaleStatus, AfterSaleType, Order, OrderItem, OrderStatus
+from app.models.orders import (
+    AfterSale,
+    AfterSaleAction,
+    AfterSaleActionKind,
+    AfterSaleActionState,
+    AfterSaleStatus,
+    AfterSaleType,
+    Order,
+    OrderItem,
+    OrderStatus,
+)
 from app.models.people import AgentConnection, Customer, CustomerTag, Role, User, user_shops
 from app.models.returns import AddressBinding, BindingScope, ReturnAddress
 from app.models.rules import Rule, RuleDecision, RuleVersion
@@ -29,6 +39,9 @@ from app.models.shops import Shop
 __all__ = [
     "AddressBinding",
     "AfterSale",
+    "AfterSaleAction",
+    "AfterSaleActionKind",
+    "AfterSaleActionState",
     "AfterSaleStatus",
     "AfterSaleType",
     "AgentConnection",

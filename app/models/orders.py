@@ -8,7 +8,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.db import Base, Fen, IdMixin, JSONType, TimestampMixin
+from app.db import Base, EncryptedText, Fen, IdMixin, JSONType, TimestampMixin, utcnow
 from app.tenancy import ShopScoped
 
 
@@ -65,6 +65,9 @@ OPEN_AFTER_SALE_STATUSES = frozenset(
 )
 
 
+_OPEN_SQL = "status IN ({})".format(", ".join(f"'{s.value}'" for s in sorted(OPEN_AFTER_SALE_STATUSES)))
+
+
 class Order(ShopScoped, IdMixin, TimestampMixin, Base):
     __tablename__ = "orders"
     __table_args__ = (
@@ -73,6 +76,8 @@ class Order(ShopScoped, IdMixin, TimestampMixin, Base):
         sa.Index("ix_orders_shop_openid_created", "shop_id", "openid", "platform_created_at"),
         sa.Index("ix_orders_shop_status_updated", "shop_id", "status", "platform_updated_at"),
         sa.Index("ix_orders_unionid", "unionid"),
+        # "Find a buyer by the last digits of their phone".
+        sa.Index("ix_orders_shop_phone_tail", "shop_id", "phone_tail"),
     )
 
     order_id: Mapped[str] = mapped_column(sa.String(64))
@@ -96,6 +101,11 @@ class Order(ShopScoped, IdMixin, TimestampMixin, Base):
     deliveries: Mapped[list | None] = mapped_column(JSONType)
     raw: Mapped[dict | None] = mapped_column(JSONType)
     fetched_at: Mapped[datetime | None]
+    # The full address from sensitiveinfo/decode (a small daily quota), encrypted at rest, with the
+    # masked address it was decoded for: once the platform's masked address changes, it is stale.
+    decoded_address: Mapped[str | None] = mapped_column(EncryptedText, deferred=True)
+    decoded_for: Mapped[dict | None] = mapped_column(JSONType, deferred=True)
+    decoded_at: Mapped[datetime | None]
 
     items = relationship(
         "OrderItem", cascade="all, delete-orphan", lazy="selectin", order_by="OrderItem.id", back_populates="order"
@@ -133,6 +143,16 @@ class AfterSale(ShopScoped, IdMixin, TimestampMixin, Base):
         sa.Index("ix_after_sales_shop_status_deadline", "shop_id", "status", "deadline_at"),
         sa.Index("ix_after_sales_shop_order", "shop_id", "order_id"),
         sa.Index("ix_after_sales_shop_openid", "shop_id", "openid"),
+        # The queue page across shops: open cases in deadline order, read straight off the index;
+        # with shop_id in it, counting a user's open cases is an index-only scan.
+        sa.Index(
+            "ix_after_sales_open_deadline",
+            "deadline_at",
+            "id",
+            "shop_id",
+            postgresql_where=sa.text(_OPEN_SQL),
+            sqlite_where=sa.text(_OPEN_SQL),
+        ),
     )
 
     after_sale_order_id: Mapped[str] = mapped_column(sa.String(64))
@@ -164,3 +184,64 @@ class AfterSale(ShopScoped, IdMixin, TimestampMixin, Base):
     fetched_at: Mapped[datetime | None]
 
     order = relationship("Order")
+
+
+class AfterSaleActionKind(enum.StrEnum):
+    """What an agent asks the platform to do with an after-sale (all through acceptapply / rejectapply)."""
+
+    APPROVE_REFUND = "approve_refund"  # refund only: one acceptapply refunds
+    APPROVE_RETURN = "approve_return"  # return (or exchange): acceptapply with the return address_id
+    CONFIRM_RECEIPT = "confirm_receipt"  # the parcel arrived: acceptapply accept_type 2 refunds
+    REJECT = "reject"  # rejectapply with a reason from the platform's list
+
+
+class AfterSaleActionState(enum.StrEnum):
+    PENDING = "pending"  # queued in the outbox (or waiting for the refund-per-minute limit)
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class AfterSaleAction(ShopScoped, IdMixin, Base):
+    """One agent action on an after-sale, as sent to the platform through the outbox.
+
+    ``request_id`` (made by the browser, unique per shop) makes a repeated request return the same
+    action; the partial unique index allows one pending action per after-sale, so a double click or
+    two agents at once cannot send two calls.
+    """
+
+    __tablename__ = "after_sale_actions"
+    __table_args__ = (
+        sa.UniqueConstraint("shop_id", "request_id"),
+        sa.Index("ix_after_sale_actions_after_sale", "after_sale_pk", "created_at"),
+        sa.Index("ix_after_sale_actions_shop_order", "shop_id", "order_id", "completed_at"),
+        sa.Index(
+            "ix_after_sale_actions_one_pending",
+            "after_sale_pk",
+            unique=True,
+            postgresql_where=sa.text("state = 'pending'"),
+            sqlite_where=sa.text("state = 'pending'"),
+        ),
+    )
+
+    after_sale_pk: Mapped[int] = mapped_column(sa.ForeignKey("after_sales.id", ondelete="CASCADE"))
+    after_sale_order_id: Mapped[str] = mapped_column(sa.String(64))
+    order_id: Mapped[str] = mapped_column(sa.String(64))
+    kind: Mapped[str] = mapped_column(sa.String(20))
+    state: Mapped[str] = mapped_column(sa.String(12), default=AfterSaleActionState.PENDING.value)
+    request_id: Mapped[str] = mapped_column(sa.String(64))
+    # The after-sale's status and type when the agent acted (what the action was allowed from).
+    from_status: Mapped[str] = mapped_column(sa.String(40))
+    address_pk: Mapped[int | None] = mapped_column(sa.ForeignKey("return_addresses.id", ondelete="SET NULL"))
+    address_id: Mapped[str | None] = mapped_column(sa.String(64))
+    address_source: Mapped[str | None] = mapped_column(sa.String(16))
+    reject_reason_type: Mapped[int | None]
+    reject_reason: Mapped[str | None] = mapped_column(sa.String(200))
+    # Failure: our code (negotiate_first, address_invalid, ...) and the platform's errcode/errmsg.
+    error_code: Mapped[str | None] = mapped_column(sa.String(40))
+    errcode: Mapped[int | None]
+    errmsg: Mapped[str | None] = mapped_column(sa.Text)
+    requested_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None]
+
+    requested_by = relationship("User", lazy="joined")

@@ -1,7 +1,7 @@
 """claims read unfinished events only: partial indexes
 
 Revision ID: f0f8dedfdecf
-Revises: e80999798338
+Revises: a4f3979f55bf
 Create Date: 2026-12-01 09:11:08.218251
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = 'f0f8dedfdecf'
-down_revision = 'e80999798338'
+down_revision = 'a4f3979f55bf'
 branch_labels = None
 depends_on = None
 

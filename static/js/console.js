@@ -1162,8 +1162,7 @@
       a.classList.remove("is-selected");
       a.removeAttribute("aria-current");
     });
-    sidebar.textContent = "";
-    sidebar.appendChild(el("p", "muted", t("sidebar_hint")));
+    if (orderSidebar) { orderSidebar.clear(t("sidebar_hint")); }
   }
 
   // --- composer ----------------------------------------------------------------------------------
@@ -1285,20 +1284,6 @@
       _note: true, _key: "r" + rid, _event: "note.add", _giveBack: text,
       _payload: { conversation_id: conv.id, request_id: rid, text: text },
       direction: "internal", msg_type: "note", text: text, request_id: rid, delivery_state: null,
-    });
-    addLocal(p);
-    deliver(p);
-  }
-
-  function sendOrderCard(orderId) {
-    if (!conv || !conv.summary) { return; }
-    if (!repliesAllowed() || conv.summary.status !== "open") { renderComposerState(); return; }
-    showComposerError("");
-    var rid = newRequestId();
-    var p = localMessage({
-      _key: "r" + rid, _event: "message.send",
-      _payload: { conversation_id: conv.id, request_id: rid, msg_type: "order_share", order_id: orderId },
-      direction: "outbound", msg_type: "order_share", body: { order_id: orderId }, request_id: rid, delivery_state: "pending",
     });
     addLocal(p);
     deliver(p);
@@ -1477,42 +1462,11 @@
 
   // --- sidebar -----------------------------------------------------------------------------------
 
-  var sidebarToken = 0;
-  function loadSidebar(id) {
-    var token = ++sidebarToken;
-    sidebar.setAttribute("aria-busy", "true");
-    sidebar.textContent = "";
-    sidebar.appendChild(el("p", "muted", t("loading")));
-    fetch("/conversations/" + id + "/sidebar", { credentials: "same-origin", headers: { "Accept": "text/html" } })
-      .then(function (response) {
-        if (!response.ok) { throw new Error(response.status + " " + response.statusText); }
-        return response.text();
-      })
-      .then(function (html) {
-        if (token !== sidebarToken) { return; }
-        sidebar.innerHTML = html; // our own server-rendered template (escaped by Jinja)
-        sidebar.removeAttribute("aria-busy");
-        decorateSidebar();
-      }, function (error) {
-        if (token !== sidebarToken) { return; }
-        sidebar.removeAttribute("aria-busy");
-        sidebar.textContent = "";
-        sidebar.appendChild(el("p", "muted", t("load_failed", { error: error.message || t("network_error") })));
-      });
-  }
-
-  function decorateSidebar() {
-    qa(".order-card[data-order-id]", sidebar).forEach(function (card) {
-      if (q("[data-send-order]", card)) { return; }
-      var actions = el("div", "order-actions");
-      var button = el("button", "btn btn-small", t("send_order"));
-      button.type = "button";
-      button.dataset.sendOrder = card.getAttribute("data-order-id");
-      actions.appendChild(button);
-      card.appendChild(actions);
-    });
-    renderComposerState();
-  }
+  // The sidebar itself lives in sidebar.js (orders, after-sale actions, live updates).
+  var orderSidebar = (window.channeldesk && window.channeldesk.sidebar) || null;
+  if (orderSidebar) { orderSidebar.onLoaded = function () { renderComposerState(); }; }
+  function loadSidebar(id) { if (orderSidebar) { orderSidebar.load(id); } }
+  function decorateSidebar() { renderComposerState(); }
 
   // --- notifications -----------------------------------------------------------------------------
 
@@ -1688,11 +1642,6 @@
     var userId = value === "queue" ? null : parseInt(value, 10);
     assignSelect.blur();
     conversationAction("conversation.assign", { user_id: userId }, assignSelect);
-  });
-
-  sidebar.addEventListener("click", function (event) {
-    var button = event.target.closest("button[data-send-order]");
-    if (button) { sendOrderCard(button.dataset.sendOrder); }
   });
 
   document.addEventListener("visibilitychange", function () {

@@ -161,6 +161,44 @@ def buyer_message():
     return jsonify(payload)
 
 
+@bp.post("/_sim/order")
+def order():
+    """A buyer orders: ``openid``, optional ``items`` (platform product_infos fields; default: one
+    catalogue item), ``unionid``, ``ship`` (true: shipped at once)."""
+    from app.platform.simulator.scenario import CATALOGUE
+
+    data = request.get_json(force=True)
+    sim, shop = platform(), _sim_shop()
+    items = data.get("items") or [dict(CATALOGUE[0], sku_cnt=1)]
+    placed = sim.place_order(shop, data["openid"], items, unionid=data.get("unionid"))
+    if data.get("ship"):
+        sim.ship_order(shop, placed["order_id"])
+    return jsonify(order_id=placed["order_id"])
+
+
+@bp.post("/_sim/after_sale")
+def after_sale():
+    """The buyer asks for an after-sale on ``order_id``: ``kind`` REFUND/RETURN/EXCHANGE, ``reason``,
+    ``requires_negotiation`` (a rejection then answers 10021068)."""
+    data = request.get_json(force=True)
+    record = platform().open_after_sale(
+        _sim_shop(),
+        str(data["order_id"]),
+        data.get("kind", "REFUND"),
+        reason=data.get("reason", "不想要了"),
+        requires_negotiation=bool(data.get("requires_negotiation")),
+    )
+    return jsonify(after_sale_order_id=record["after_sale_order_id"])
+
+
+@bp.post("/_sim/return_parcel")
+def return_parcel():
+    """The buyer sends the approved return back (USER_WAIT_RETURN -> MERCHANT_WAIT_RECEIPT)."""
+    data = request.get_json(force=True)
+    platform().buyer_returns_parcel(_sim_shop(), str(data["after_sale_order_id"]))
+    return jsonify(ok=True)
+
+
 @bp.post("/_sim/burst")
 def burst():
     from app.platform.simulator.scenario import Burst
