@@ -38,8 +38,9 @@ def ping_when_idle(engine: Engine) -> None:
 
     SQLAlchemy's ``pool_pre_ping`` pings on every checkout: a round trip per transaction, several per
     buyer message on the hot path. A connection returned moments ago is alive unless the server went
-    away in those moments, and then the statement fails, the pool is invalidated and the work is
-    retried like any other failure; one that waited longer is pinged, and replaced if dead.
+    away in those moments, and then its statement fails (once per process: the failure invalidates
+    the pool) and the work is retried like any other failure; one that waited longer is pinged, and
+    if dead the whole pool is replaced.
     """
     if engine.dialect.name == "sqlite":
         return
@@ -59,5 +60,6 @@ def ping_when_idle(engine: Engine) -> None:
         try:
             engine.dialect.do_ping(dbapi_connection)
         except Exception as error:
-            # The pool discards this connection and hands out a fresh one.
-            raise exc.DisconnectionError(f"pooled connection is dead: {error}") from error
+            # The server went away: every pooled connection is as dead as this one. The pool drops
+            # them all and hands out a fresh one (what pool_pre_ping does).
+            raise exc.InvalidatePoolError(f"pooled connection is dead: {error}") from error

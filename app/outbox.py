@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 
-from app.db import utcnow
+from app.db import sql_literals, utcnow
 from app.extensions import db
 from app.ingest.inbox import Claim
 from app.models import OutboxCall, OutboxStatus, Shop
@@ -102,6 +102,8 @@ def _mine(call_id: int, token: str):
 
 
 _claim_statements: dict[tuple[str, int], sa.Update] = {}
+# Literal, to match ix_outbox_calls_unfinished's predicate in prepared statements (app/db.py).
+UNFINISHED = sql_literals(OutboxStatus.PENDING.value, OutboxStatus.IN_FLIGHT.value)
 
 
 def _claim_statement(dialect: str, limit: int) -> sa.Update:
@@ -112,9 +114,7 @@ def _claim_statement(dialect: str, limit: int) -> sa.Update:
     columns = OutboxCall.__table__.c
     now = sa.bindparam("now", type_=columns.next_attempt_at.type)
     # Pending, or in flight with its lease run out; matches ix_outbox_calls_unfinished (see the inbox's).
-    due = sa.and_(
-        OutboxCall.status.in_([OutboxStatus.PENDING, OutboxStatus.IN_FLIGHT]), OutboxCall.next_attempt_at <= now
-    )
+    due = sa.and_(OutboxCall.status.in_(UNFINISHED), OutboxCall.next_attempt_at <= now)
     earlier = sa.orm.aliased(OutboxCall)
     # Per-subject order: nothing goes while an earlier call of the same subject is unfinished.
     blocked = (
@@ -124,7 +124,7 @@ def _claim_statement(dialect: str, limit: int) -> sa.Update:
             earlier.subject_kind == OutboxCall.subject_kind,
             earlier.subject_id == OutboxCall.subject_id,
             earlier.id < OutboxCall.id,
-            earlier.status.in_([OutboxStatus.PENDING, OutboxStatus.IN_FLIGHT]),
+            earlier.status.in_(UNFINISHED),
         )
         .exists()
     )

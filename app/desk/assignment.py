@@ -232,19 +232,25 @@ def pick_agent(shop_id: int, sticky: int | None, exclude: int | None = None) -> 
 class Assigned:
     agent_id: int
     summary: dict  # the conversation as it stands, assigned (views.conversation_summary)
+    now: bool = True  # False: it was assigned already (by someone else, meanwhile)
 
 
 def assign_now(conversation_id: int, exclude: int | None = None, tags: list[str] | None = None) -> Assigned | None:
     """Give an open, unassigned conversation to the best available agent, announcing nothing.
 
-    None if it is not open and unassigned, or nobody can take it (then it waits in the queue). Core
+    None if it is not open, or nobody can take it (then it waits in the queue); ``now`` False if
+    it was assigned already (its current state). Core
     statements under the assignment lock: lock the conversation, pick, assign, commit. ``tags``: the
     buyer's, when the caller has them (the summary needs them).
     """
     session = db.session()
     with tenancy.system_scope(session), assignment_lock():
         state = store.conversation_state(conversation_id, lock=True)
-        if state is None or state.status != ConversationStatus.OPEN or state.assignee_id is not None:
+        if state is not None and state.status == ConversationStatus.OPEN and state.assignee_id is not None:
+            # Someone else assigned it meanwhile: the state as it is now, for whoever announces.
+            session.rollback()
+            return Assigned(state.assignee_id, views.summary_from_state(state, tags or store.state_tags(state)), False)
+        if state is None or state.status != ConversationStatus.OPEN:
             session.rollback()
             return None
         now = utcnow()
@@ -292,9 +298,12 @@ def assign_on_opening(shop_id: int, conversation: store.Record, tags: list[str])
     opens it (PostgreSQL); returns its state after trying (unassigned: nobody free, it stays queued),
     or None when it did not try.
 
-    Lock order: the assignment lock is awaited while this transaction holds only rows nobody else
-    can see yet (the new conversation, perhaps the new buyer), so it cannot close a cycle with an
-    assignment that holds the lock and waits for some conversation's row. On SQLite (the demo's
+    Lock order: the assignment lock is awaited while this transaction holds the new conversation
+    (and its entry in the one-open-conversation-per-buyer index) and the buyer's row. Nobody holding
+    the lock waits for those: assignments lock committed conversations only, and nothing that locks
+    a buyer's row takes the lock. The one other writer of that index entry, ``reopen``, waits for it
+    before it locks the agent's row this transaction may go on to update, so no cycle closes (and
+    should PostgreSQL ever see one, it aborts a side and the push is retried). On SQLite (the demo's
     single process) the process lock would be awaited while holding the database's write lock, so
     there the conversation is assigned after the commit instead (``assign_now``).
     """
@@ -313,7 +322,7 @@ def assign_on_opening(shop_id: int, conversation: store.Record, tags: list[str])
 def try_assign(conversation_id: int, exclude: int | None = None, message: dict | None = None) -> int | None:
     """Give an open, unassigned conversation to the best available agent and announce it; their id or None."""
     assigned = assign_now(conversation_id, exclude=exclude)
-    if assigned is None:
+    if assigned is None or not assigned.now:
         return None
     events.emit(
         events.conversation_changed,
@@ -327,8 +336,13 @@ def try_assign(conversation_id: int, exclude: int | None = None, message: dict |
 
 
 def drain_queue(limit: int = 200) -> int:
-    """Assign queued conversations, oldest first, while agents have capacity; returns how many."""
-    with tenancy.system_scope(db.session()):
+    """Assign queued conversations, oldest first, while agents have capacity; returns how many.
+
+    The queue is read under the assignment lock: a conversation being opened right now (which
+    found nobody free, in the transaction that files its first message) is committed before the
+    lock is free, so it is seen here rather than waiting for the next periodic drain.
+    """
+    with tenancy.system_scope(db.session()), assignment_lock():
         queued = db.session.scalars(
             sa.select(Conversation.id)
             .where(Conversation.status == ConversationStatus.OPEN, Conversation.assignee_id.is_(None))

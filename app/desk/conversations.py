@@ -463,12 +463,19 @@ def reopen(user: User, conversation_id: int) -> dict:
     conversation.status = ConversationStatus.OPEN
     conversation.resolved_at = None
     conversation.resolved_by_id = None
-    _assign(conversation, user, utcnow())
-    changes.conversation(conversation, "reopened", None, previous)
     try:
+        # Open first, alone: if the buyer's new message is opening a conversation right now, wait
+        # for it here, before holding the agent's row (that transaction may be assigning to them).
+        db.session.flush()
+        _assign(conversation, user, utcnow())
+        changes.conversation(conversation, "reopened", None, previous)
         db.session.commit()
-    except sa.exc.IntegrityError:  # the buyer wrote meanwhile and a new conversation opened
+    except (sa.exc.IntegrityError, sa.exc.OperationalError) as exc:
+        # The buyer wrote meanwhile and a new conversation opened (or, should a lock cycle still
+        # occur, PostgreSQL chose this side): either way the buyer has an open conversation.
         db.session.rollback()
+        if isinstance(exc, sa.exc.OperationalError) and getattr(exc.orig, "sqlstate", None) != "40P01":
+            raise
         raise DeskError("conflict", _("This buyer already has an open conversation.")) from None
     changes.announce()
     return views.conversation_summary(conversation)

@@ -78,16 +78,18 @@ def on_buyer_message(
         summary = views.summary_from_state(conversation, tags or [])
         assigned_to = conversation.assignee_id if assigned else None
         unassigned = conversation.assignee_id is None and conversation.status == ConversationStatus.OPEN
+        queued = unassigned and assigned is False  # the opening transaction found nobody free
         if unassigned and assigned is None:  # not tried in the opening transaction
             try:
                 given = assignment.assign_now(conversation_id, tags=tags)
+                queued = given is None
             except Exception:  # the queue job assigns it later; the console must hear of the message now
                 db.session.rollback()
                 log.exception("assigning conversation %s failed", conversation_id)
-                given = None
+                given = None  # not known to be queued: no "all agents busy" reply
             if given is not None:
-                summary, assigned_to = given.summary, given.agent_id
-        queued = unassigned and assigned_to is None
+                summary = given.summary  # as it stands now, even if someone else took it meanwhile
+                assigned_to = given.agent_id if given.now else None
         events.emit(
             events.conversation_changed,
             shop_id,

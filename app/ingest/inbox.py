@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app import events
-from app.db import utcnow
+from app.db import sql_literals, utcnow
 from app.extensions import db
 from app.ingest import store
 from app.models import InboxEvent, InboxStatus, Shop
@@ -117,6 +117,8 @@ def _mine(event_id: int, token: str):
 
 
 _claim_statements: dict[tuple[str, int], sa.Update] = {}
+# Literal, to match the partial indexes' predicate (app/models/integration.py) in prepared statements.
+UNFINISHED = sql_literals(InboxStatus.PENDING.value, InboxStatus.PROCESSING.value)
 
 
 def _claim_statement(dialect: str, limit: int) -> sa.Update:
@@ -128,9 +130,7 @@ def _claim_statement(dialect: str, limit: int) -> sa.Update:
     now = sa.bindparam("now", type_=InboxEvent.__table__.c.next_attempt_at.type)
     # Pending, or processing with its lease run out (its worker died). The status test matches
     # ix_inbox_events_unfinished, so the claim reads unfinished events in id order and stops early.
-    due = sa.and_(
-        InboxEvent.status.in_([InboxStatus.PENDING, InboxStatus.PROCESSING]), InboxEvent.next_attempt_at <= now
-    )
+    due = sa.and_(InboxEvent.status.in_(UNFINISHED), InboxEvent.next_attempt_at <= now)
     earlier = sa.orm.aliased(InboxEvent)
     # A buyer's next message waits until the one before it is handled (chat order = arrival order).
     blocked = (
@@ -139,7 +139,7 @@ def _claim_statement(dialect: str, limit: int) -> sa.Update:
             earlier.shop_id == InboxEvent.shop_id,
             earlier.subject == InboxEvent.subject,
             earlier.id < InboxEvent.id,
-            earlier.status.in_([InboxStatus.PENDING, InboxStatus.PROCESSING]),
+            earlier.status.in_(UNFINISHED),
         )
         .exists()
     )

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from app.db import utcnow
+from app.db import sql_literals, utcnow
 from app.extensions import db
 from app.models import (
     AfterSale,
@@ -373,10 +373,19 @@ def _state_statement(dialect: str, by: str, lock: bool) -> sa.Select:
     if by == "id":
         stmt = stmt.where(_conversations.c.id == sa.bindparam("conversation_id"))
     else:
+        # The buyer first (a scalar subquery, run once), then their open conversation by the partial
+        # unique index: a plan that cannot start from the conversations, whatever the statistics say
+        # (a fresh or just-grown table once made the planner scan every open conversation).
+        buyer = (
+            sa.select(_customers.c.id)
+            .where(_customers.c.shop_id == sa.bindparam("shop_id"), _customers.c.openid == sa.bindparam("openid"))
+            .scalar_subquery()
+        )
         stmt = stmt.where(
-            _customers.c.shop_id == sa.bindparam("shop_id"),
-            _customers.c.openid == sa.bindparam("openid"),
-            _conversations.c.status == ConversationStatus.OPEN,
+            _conversations.c.customer_id == buyer,
+            # Literal: that index is partial (status = 'open'), and a bound status would keep a
+            # prepared statement's generic plan off it.
+            _conversations.c.status == sql_literals(ConversationStatus.OPEN.value)[0],
         )
     if lock and dialect == "postgresql":
         stmt = stmt.with_for_update(of=_conversations)
@@ -387,7 +396,18 @@ def _state_statement(dialect: str, by: str, lock: bool) -> sa.Select:
 def _state(connection: sa.Connection, lock: bool, **where) -> Record | None:
     by = "id" if "conversation_id" in where else "buyer"
     row = connection.execute(_state_statement(connection.dialect.name, by, lock), where).first()
-    return Record(row._mapping) if row is not None else None
+    if row is None:
+        return None
+    state = Record(row._mapping)
+    if state.assignee_id is not None and state.assignee_name is None:
+        # After waiting for the row lock, PostgreSQL re-checks the newer conversation row but keeps
+        # the joined rows it read before: an assignee changed meanwhile comes without a name.
+        from app.models import User
+
+        users = User.__table__
+        name = connection.execute(sa.select(users.c.display_name).where(users.c.id == state.assignee_id)).scalar()
+        state = Record(state, assignee_name=name)
+    return state
 
 
 def state_tags(state) -> list[str]:
@@ -428,6 +448,8 @@ def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
     new_conversation = False
     if conversation is not None:
         customer = Record(id=conversation.customer_id, last_seen_at=conversation.customer_last_seen_at)
+    elif (duplicate := _filed(connection, shop_id, msg_id)) is not None:
+        return duplicate  # pushed again after its conversation was resolved: opens nothing
     else:
         customer_lookup = sa.select(_customers.c.id, _customers.c.last_seen_at).where(
             _customers.c.shop_id == shop_id, _customers.c.openid == openid
@@ -490,13 +512,8 @@ def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
         .on_conflict_do_nothing()
         .returning(_messages.c.id)
     ).scalar()
-    created = message_id is not None
-    if not created:  # pushed again: filed before, nothing changes
-        message = connection.execute(
-            sa.select(_messages).where(_messages.c.shop_id == shop_id, _messages.c.platform_msg_id == msg_id)
-        ).one()
-        existing = _state(connection, False, conversation_id=message.conversation_id)
-        return StoredMessage(Record(message._mapping), existing, state_tags(existing), False, False)
+    if message_id is None:  # pushed again: filed before, nothing changes
+        return _filed(connection, shop_id, msg_id)
 
     changes = {
         "last_seq": seq,
@@ -541,3 +558,14 @@ def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
     )
     state = Record(conversation, **changes)
     return StoredMessage(message, state, state_tags(conversation), created=True, new_conversation=new_conversation)
+
+
+def _filed(connection: sa.Connection, shop_id: int, msg_id: str) -> StoredMessage | None:
+    """The message with this msg_id as filed before (and its conversation), or None."""
+    message = connection.execute(
+        sa.select(_messages).where(_messages.c.shop_id == shop_id, _messages.c.platform_msg_id == msg_id)
+    ).first()
+    if message is None:
+        return None
+    existing = _state(connection, False, conversation_id=message.conversation_id)
+    return StoredMessage(Record(message._mapping), existing, state_tags(existing), False, False)

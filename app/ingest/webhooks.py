@@ -98,8 +98,12 @@ class PushEndpoint:
         except Exception:  # answered 500: the platform pushes it again later
             log.exception("webhook %s…: failed", key[:6])
             response = Response("internal_error", status=500, mimetype="text/plain")
+        # A machine's plain-text answer: nothing to render, frame or cache (what web.py gives pages).
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Cache-Control"] = "no-store"
+        response.headers["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "no-referrer"
         return response(environ, start_response)
 
 

@@ -11,10 +11,20 @@ import sqlalchemy as sa
 
 from app import events
 from app.db import utcnow
-from app.desk import assignment, conversations
+from app.desk import assignment, conversations, intake
 from app.extensions import db
 from app.ingest import inbox, store
-from app.models import AgentConnection, Conversation, ConversationStatus, Customer, CustomerTag, Message, Role, User
+from app.models import (
+    AgentConnection,
+    AutoReplyConfig,
+    Conversation,
+    ConversationStatus,
+    Customer,
+    CustomerTag,
+    Message,
+    Role,
+    User,
+)
 from tests.desk.conftest import make_present
 from tests.factories import make_shop, make_user
 
@@ -238,3 +248,59 @@ def test_the_console_hears_of_a_new_buyer_once_as_assigned_with_their_tags(app, 
     assert second["reason"] == "message" and second["conversation"]["assignee"] == first["conversation"]["assignee"]
     assert second["conversation"]["customer"]["tags"] == ["VIP", "回头客"]
     assert second["conversation"]["last_seq"] == 2 and second["conversation"]["unread_count"] == 2
+
+
+def test_a_message_pushed_again_after_its_conversation_was_resolved_opens_nothing(app, team):
+    payload = {
+        "Event": inbox.MESSAGE_EVENT,
+        "FromUserName": "o_pushes_twice",
+        "msg_id": "msg-pushed-twice",
+        "msg_type": "text",
+        "text": {"content": "在吗"},
+        "CreateTime": int(utcnow().timestamp()),
+    }
+    inbox.handle(team.shop, payload)
+    db.session.commit()
+    conversation = db.session.scalar(sa.select(Conversation))
+    conversation.status = ConversationStatus.RESOLVED
+    db.session.commit()
+    assert inbox.handle(team.shop, payload) == []  # the platform's late re-delivery
+    db.session.commit()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Conversation)) == 1
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 1
+
+
+def test_when_assigning_fails_the_console_still_hears_and_no_busy_reply_goes_out(app, team, monkeypatch):
+    busy = AutoReplyConfig(shop_id=team.shop, busy_enabled=True, busy_text="忙", work_start="00:00", work_end="00:00")
+    db.session.add(busy)
+    db.session.commit()
+    intake.forget_settings()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("assignment lock timed out")
+
+    monkeypatch.setattr(assignment, "assign_now", broken)
+    heard = []
+    events.conversation_changed.connect(listen := lambda _shop, **kw: heard.append(kw))
+    try:
+        # Announced by ids only: the intake assigns after the commit (as on SQLite).
+        payload = {"FromUserName": "o_unlucky", "msg_id": "m-unlucky", "msg_type": "text", "text": {"content": "hi"}}
+        stored = store.store_buyer_message(team.shop, payload)
+        db.session.commit()
+        ids = {"conversation_id": stored.conversation.id, "message_id": stored.message.id}
+        events.emit(events.buyer_message_received, team.shop, new_conversation=True, **ids)
+    finally:
+        events.conversation_changed.disconnect(listen)
+    (event,) = heard
+    assert event["message"]["text"] == "hi" and event["conversation"]["assignee"] is None
+    assert db.session.scalar(sa.select(sa.func.count()).where(Message.auto_kind == "busy")) == 0
+
+
+def test_assign_now_answers_the_current_state_when_someone_else_took_it(app, team):
+    conversation_id = arrive(team.shop)
+    taken_by = assignee(conversation_id)
+    assert taken_by in team.agents
+    again = assignment.assign_now(conversation_id)
+    assert again.now is False and again.agent_id == taken_by
+    assert again.summary["assignee"]["id"] == taken_by and again.summary["id"] == conversation_id
+    assert assignment.try_assign(conversation_id) is None, "announces nothing new"
