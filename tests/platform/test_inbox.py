@@ -192,3 +192,38 @@ def test_a_deadlock_victim_is_stored_again_and_other_errors_are_not_retried(app,
         with pytest.raises(OperationalError):
             pollers._store_one(broken)
         db.session.remove()
+
+
+def test_claims_read_only_unfinished_events_through_the_partial_index(app, shops):
+    """A burst's backlog must not make every claim slower: the claim's status test is literal SQL
+    (so even a prepared statement's generic plan can use the partial index), and on PostgreSQL the
+    plan walks ix_inbox_events_unfinished rather than every pending or handled row."""
+    from app.ingest.inbox import _claim_statement
+
+    with app.app_context():
+        stmt = _claim_statement(db.engine.dialect.name, 2)
+        sql = str(stmt.compile(dialect=db.engine.dialect))
+        assert "IN ('pending', 'processing')" in sql
+        if db.engine.dialect.name != "postgresql":
+            db.session.remove()
+            return
+        conn = db.session.connection()
+        conn.execute(
+            sa.text(
+                "INSERT INTO inbox_events (shop_id, dedupe_key, event, subject, payload, status, attempts,"
+                " next_attempt_at, received_at) SELECT :shop, 'done-' || g, 'commkf_send_msg_to_kf',"
+                " 'buyer:o_' || (g % 500), '{}'::jsonb, 'done', 1, now(), now() FROM generate_series(1, 5000) g"
+            ),
+            {"shop": shops[0]},
+        )
+        for n in range(3):
+            _receive(shops[0], _message(f"backlog-{n}"))
+        db.session.commit()
+        db.session.connection().execute(sa.text("ANALYZE inbox_events"))
+        now = utcnow()
+        compiled = stmt.compile(dialect=db.engine.dialect)
+        params = {**compiled.params, "now": now, "lease_until": now, "token": "explain"}
+        plan = "\n".join(db.session.connection().exec_driver_sql("EXPLAIN " + str(compiled), params).scalars())
+        db.session.rollback()
+        assert "ix_inbox_events_unfinished" in plan, plan
+        db.session.remove()
