@@ -89,9 +89,19 @@ def inbox():
     if before:
         try:
             # A "+00:00" left unencoded in a query string arrives as " 00:00".
-            stmt = stmt.where(Conversation.last_message_at < datetime.fromisoformat(before.replace(" ", "+")))
+            at = datetime.fromisoformat(before.replace(" ", "+"))
         except ValueError:
             return error_response(400, "invalid", _("%(field)s is missing.", field="before"))
+        before_id = int_arg("before_id")
+        if before_id:  # keyset: rows with the same time as the last one shown continue by id
+            stmt = stmt.where(
+                sa.or_(
+                    Conversation.last_message_at < at,
+                    sa.and_(Conversation.last_message_at == at, Conversation.id < before_id),
+                )
+            )
+        else:
+            stmt = stmt.where(Conversation.last_message_at < at)
     order = (Conversation.last_message_at.desc(), Conversation.id.desc())  # the order `before` pages by
     stmt = stmt.options(
         selectinload(Conversation.customer).selectinload(Customer.tags),

@@ -412,7 +412,11 @@
   function loadInbox(append) {
     var token = ++inbox.token;
     var extra = {};
-    if (append && inbox.rows.length) { extra.before = inbox.rows[inbox.rows.length - 1].last_message_at; }
+    if (append && inbox.rows.length) {
+      var last = inbox.rows[inbox.rows.length - 1];
+      extra.before = last.last_message_at;
+      extra.before_id = last.id; // rows sharing that time continue by id: none is skipped
+    }
     inbox.loading = true;
     inboxStatus.textContent = t("loading");
     if (!append) { loadMoreBtn.disabled = true; }

@@ -105,3 +105,36 @@ def test_a_buyers_burst_is_filed_in_arrival_order_by_concurrent_workers(app):
             assert texts == [f"第{n}句" for n in range(40)]
     finally:
         workers.stop()
+
+
+def test_inbox_pages_never_skip_conversations_with_the_same_time(app, world, login):
+    """A livestream burst gives many conversations the same last_message_at: paging goes on by id."""
+    from app.db import utcnow
+    from app.models import Conversation, ConversationStatus, Customer
+
+    at = utcnow().replace(microsecond=0)
+    with app.app_context():
+        for n in range(60):
+            customer = Customer(shop_id=world.a.shop_id, openid=f"o_same_time_{n}")
+            db.session.add(customer)
+            db.session.flush()
+            db.session.add(
+                Conversation(
+                    shop_id=world.a.shop_id,
+                    customer_id=customer.id,
+                    status=ConversationStatus.OPEN,
+                    last_message_at=at,
+                )
+            )
+        db.session.commit()
+    client = login("admin")
+    seen, query = [], {"view": "all", "shop": world.a.shop_id}
+    page = client.get("/api/inbox", query_string=query).get_json()
+    while True:
+        seen += [c["id"] for c in page["conversations"]]
+        if not page["has_more"]:
+            break
+        last = page["conversations"][-1]
+        after_last = {**query, "before": last["last_message_at"], "before_id": last["id"]}
+        page = client.get("/api/inbox", query_string=after_last).get_json()
+    assert len(seen) == len(set(seen)) == 61, "every conversation once (60 at the same time + the world's)"
