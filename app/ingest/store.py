@@ -493,24 +493,22 @@ def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
     sent_at = platform_time if platform_time and platform_time <= now + timedelta(minutes=5) else now
     # The conversation row is locked: numbering in commit order (a retry re-runs the whole).
     seq = conversation.last_seq + 1
+    filed = {
+        "shop_id": shop_id,
+        "conversation_id": conversation.id,
+        "seq": seq,
+        "direction": MessageDirection.INBOUND,
+        "sender_kind": SenderKind.CUSTOMER,
+        "msg_type": msg_type,
+        "text": text,
+        "body": body,
+        "platform_msg_id": msg_id,
+        "delivery_state": DeliveryState.RECEIVED,
+        "platform_time": platform_time,
+        "created_at": now,
+    }
     message_id = connection.execute(
-        dialect_insert(_messages)
-        .values(
-            shop_id=shop_id,
-            conversation_id=conversation.id,
-            seq=seq,
-            direction=MessageDirection.INBOUND,
-            sender_kind=SenderKind.CUSTOMER,
-            msg_type=msg_type,
-            text=text,
-            body=body,
-            platform_msg_id=msg_id,
-            delivery_state=DeliveryState.RECEIVED,
-            platform_time=platform_time,
-            created_at=now,
-        )
-        .on_conflict_do_nothing()
-        .returning(_messages.c.id)
+        dialect_insert(_messages).values(**filed).on_conflict_do_nothing().returning(_messages.c.id)
     ).scalar()
     if message_id is None:  # pushed again: filed before, nothing changes
         return _filed(connection, shop_id, msg_id)
@@ -536,26 +534,9 @@ def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
     if customer.last_seen_at is None or now - customer.last_seen_at > timedelta(minutes=1):
         # Minute precision: not an UPDATE per message in a chatty burst.
         connection.execute(sa.update(_customers).where(_customers.c.id == customer.id).values(last_seen_at=now))
-    message = Record(
-        id=message_id,
-        shop_id=shop_id,
-        conversation_id=conversation.id,
-        seq=seq,
-        direction=MessageDirection.INBOUND,
-        sender_kind=SenderKind.CUSTOMER,
-        sender_user_id=None,
-        msg_type=msg_type,
-        text=text,
-        body=body,
-        platform_msg_id=msg_id,
-        request_id=None,
-        delivery_state=DeliveryState.RECEIVED,
-        delivery_error=None,
-        auto_kind=None,
-        platform_time=platform_time,
-        created_at=now,
-        sent_at=None,
-    )
+    # The row as inserted (what message_dict reads), without reading it back.
+    no_sender = {"sender_user_id": None, "request_id": None, "delivery_error": None, "auto_kind": None}
+    message = Record(id=message_id, sent_at=None, **no_sender, **filed)
     state = Record(conversation, **changes)
     return StoredMessage(message, state, state_tags(conversation), created=True, new_conversation=new_conversation)
 

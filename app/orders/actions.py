@@ -438,14 +438,10 @@ def _succeeded(call: OutboxCall, answer: dict) -> list:
     if after_sale is not None and action.kind == Kind.APPROVE_RETURN:
         after_sale.return_address_pk = action.address_pk
         after_sale.return_address_source = action.address_source
-    audit.record(
-        f"after_sale.{action.kind}.succeeded",
-        user=db.session.get(User, action.requested_by_id) if action.requested_by_id else None,
-        shop_id=action.shop_id,
-        subject_kind="after_sale",
-        subject_id=action.after_sale_order_id,
-        details={
-            "request_id": action.request_id,
+    _audit_outcome(
+        action,
+        "succeeded",
+        {
             "status": after_sale.status if after_sale is not None else None,
             "repeat_confirmed": bool(answer.get("already")),
         },
@@ -489,17 +485,22 @@ def _failed(call: OutboxCall, exc: Exception) -> list:
     action.errcode = getattr(exc, "errcode", None)
     action.errmsg = (getattr(exc, "errmsg", None) or str(exc))[:500]
     announcements = _store_detail(action.shop_id, detail, getattr(exc, "fetched_at", None) or utcnow())
-    audit.record(
-        f"after_sale.{action.kind}.failed",
-        user=db.session.get(User, action.requested_by_id) if action.requested_by_id else None,
-        shop_id=action.shop_id,
-        subject_kind="after_sale",
-        subject_id=action.after_sale_order_id,
-        details={"request_id": action.request_id, "error": code, "errcode": action.errcode, "errmsg": action.errmsg},
-    )
+    _audit_outcome(action, "failed", {"error": code, "errcode": action.errcode, "errmsg": action.errmsg})
     db.session.flush()
     return [*announcements, _announce_action(action)]
 
 
 # Refund calls may wait up to two minutes for the per-order limit without failing.
 outbox.register(OPERATION, outbox.Handler(perform=_perform, succeeded=_succeeded, failed=_failed))
+
+
+def _audit_outcome(action: AfterSaleAction, outcome: str, details: dict) -> None:
+    """How an action ended, as an audit entry of its after-sale, in the name of who asked for it."""
+    audit.record(
+        f"after_sale.{action.kind}.{outcome}",
+        user=db.session.get(User, action.requested_by_id) if action.requested_by_id else None,
+        shop_id=action.shop_id,
+        subject_kind="after_sale",
+        subject_id=action.after_sale_order_id,
+        details={"request_id": action.request_id, **details},
+    )
