@@ -21,6 +21,7 @@ from app import events, outbox
 from app.db import utcnow
 from app.desk import views
 from app.extensions import db
+from app.ingest import store
 from app.ingest.store import locked, message_preview
 from app.models import (
     Conversation,
@@ -89,16 +90,21 @@ class Changes:
         for data, created in self.messages:
             events.emit(events.message_changed, data["shop_id"], message=data, created=created)
         for conversation_id, reason, message, notify in self.conversations:
-            conversation = db.session.get(Conversation, conversation_id)
-            if conversation is None:
+            # Changed in this scope a moment ago (so it is the caller's to see): read it back with its
+            # summary's joined fields in one statement on a connection of its own, not five lazy loads
+            # of the session's expired rows.
+            with db.engine.connect() as connection:
+                state = store.conversation_state(conversation_id, connection=connection)
+            if state is None:
                 continue
+            tags = store.state_tags(state)
             events.emit(
                 events.conversation_changed,
-                conversation.shop_id,
-                conversation=views.conversation_summary(conversation),
+                state.shop_id,
+                conversation=views.summary_from_state(state, tags),
                 reason=reason,
                 message=message,
-                notify_user_ids=notify | ({conversation.assignee_id} if conversation.assignee_id else set()),
+                notify_user_ids=notify | ({state.assignee_id} if state.assignee_id else set()),
             )
 
 

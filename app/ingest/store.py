@@ -415,9 +415,12 @@ def state_tags(state) -> list[str]:
     return sorted(state.customer_tags.split(TAG_SEPARATOR)) if state.customer_tags else []
 
 
-def conversation_state(conversation_id: int, lock: bool = False) -> Record | None:
-    """A conversation row with its summary's joined fields (see StoredMessage), in this transaction."""
-    connection = db.session.connection()
+def conversation_state(
+    conversation_id: int, lock: bool = False, connection: sa.Connection | None = None
+) -> Record | None:
+    """A conversation row with its summary's joined fields (see StoredMessage), in this session's
+    transaction (or on ``connection``: unscoped, for code that already holds the right to see it)."""
+    connection = connection or db.session.connection()
     if lock:
         _write_lock_sqlite(connection)
     return _state(connection, lock, conversation_id=conversation_id)
