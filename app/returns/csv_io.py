@@ -186,7 +186,9 @@ def import_csv(user: User, data: bytes, shops: list[Shop]) -> ImportResult:
             continue
         first = seen.setdefault((shop.id, target.key), line)
         if first != line:
-            errors.append(RowError(line, _("%(target)s is already bound on line %(line)d.", target=target.key, line=first)))
+            errors.append(
+                RowError(line, _("%(target)s is already bound on line %(line)d.", target=target.key, line=first))
+            )
             continue
         address, problem = _find_address(addresses.get(shop.id, []), address_id, address_name, shop)
         if address is None:
@@ -195,6 +197,7 @@ def import_csv(user: User, data: bytes, shops: list[Shop]) -> ImportResult:
         chosen[address.id] = address
         plan.setdefault((shop.id, address.id), []).append(target)
     if errors:
+        errors.sort(key=lambda e: e.line)
         db.session.rollback()
         return result
     try:

@@ -39,7 +39,9 @@ def sold_skus(shop_id: int, days: int = DAYS) -> list[bindings.KnownSku]:
     return bindings.known_skus(shop_id, since=utcnow() - timedelta(days=days), limit=100_000)
 
 
-def fallback_approvals(shop_ids: list[int], days: int = DAYS, limit: int = 500) -> list[tuple[AfterSaleAction, ReturnAddress | None]]:
+def fallback_approvals(
+    shop_ids: list[int], days: int = DAYS, limit: int = 500
+) -> list[tuple[AfterSaleAction, ReturnAddress | None]]:
     """Return approvals (not failed) that used a fallback address, newest first, with the address used."""
     return list(
         db.session.execute(

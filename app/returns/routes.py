@@ -179,7 +179,9 @@ def report_page():
 
 
 def _form_input(form: AddressForm) -> addresses.AddressInput:
-    return addresses.AddressInput(**{name: form.data[name] or ("" if name not in BOOLEANS else False) for name in FIELDS})
+    return addresses.AddressInput(
+        **{name: form.data[name] or ("" if name not in BOOLEANS else False) for name in FIELDS}
+    )
 
 
 FIELDS = [f for f in addresses.AddressInput.__dataclass_fields__]
