@@ -38,8 +38,12 @@ class AddressForm(FlaskForm):
     is_default_send = BooleanField(_l("Default shipping address"))
 
 
-def _shop_or_404(shops: list[Shop], shop_id: int | None) -> Shop:
-    shop = next((s for s in shops if s.id == shop_id), None) if shop_id else (shops[0] if shops else None)
+def _shop_or_404(shops: list[Shop], shop_id: int | None, *, first_by_default: bool = True) -> Shop:
+    """The shop asked for among the user's shops (404 otherwise); none asked: the first, for pages."""
+    if not shop_id and first_by_default:
+        shop = shops[0] if shops else None
+    else:
+        shop = next((s for s in shops if s.id == shop_id), None)
     if shop is None:
         abort(404)
     return shop
@@ -92,7 +96,7 @@ def _back(shop_id: int) -> str:
 @supervisor_required
 def bind():
     """Bind the selected SKUs (or their products, or the shop) to one address of the shop."""
-    shop = _shop_or_404(accessible_shops(), request.form.get("shop_id", type=int))
+    shop = _shop_or_404(accessible_shops(), request.form.get("shop_id", type=int), first_by_default=False)
     try:
         scope = BindingScope(request.form.get("scope", "sku"))
     except ValueError:
@@ -230,7 +234,7 @@ def edit_address(address_pk: int):
 @bp.post("/sync")
 @supervisor_required
 def sync():
-    shop = _shop_or_404(accessible_shops(), request.form.get("shop_id", type=int))
+    shop = _shop_or_404(accessible_shops(), request.form.get("shop_id", type=int), first_by_default=False)
     result = addresses.sync_now(_user(), shop)
     if result.errors:
         flash(_("The platform did not answer the address sync: %(error)s", error=result.errors[0]), "error")
