@@ -121,7 +121,13 @@ def test_unknown_sku_and_unusable_address_are_refused(app, supervised, login):
 def test_agents_may_look_but_not_change(app, supervised, login):
     shop_id = supervised.shop_id
     agent = login("li")
-    assert agent.get(f"/return-addresses/?shop={shop_id}").status_code == 200
+    page = agent.get(f"/return-addresses/?shop={shop_id}")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "广州退货仓" in html and 'data-sku-row="20000101"' in html
+    assert "data-bind-submit" not in html and "data-shop-binding-form" not in html and "data-import-form" not in html
+    manager = login("zhang").get(f"/return-addresses/?shop={shop_id}").get_data(as_text=True)
+    assert "data-bind-submit" in manager and "data-shop-binding-form" in manager and "data-import-form" in manager
     assert agent.get("/return-addresses/report").status_code == 200
     assert agent.get("/return-addresses/bindings.csv").status_code == 200
     assert bind(agent, shop_id, address_pk(app, shop_id, "广州退货仓")).status_code == 403
