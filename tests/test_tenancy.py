@@ -49,6 +49,15 @@ ROUTES: dict[str, tuple[str, str | None]] = {
     "orders_api.send_card": (DETAIL, None),
     "rules.index": (LIST, "/rules/"),
     "returns.index": (LIST, "/return-addresses/"),
+    "returns.report_page": (LIST, "/return-addresses/report"),
+    "returns.export_csv": (LIST, "/return-addresses/bindings.csv"),
+    # Changes by id or upload: their cross-shop checks are in tests/returns/test_tenancy.py.
+    "returns.bind": (DETAIL, None),
+    "returns.unbind": (DETAIL, None),
+    "returns.import_csv": (DETAIL, None),
+    "returns.sync": (DETAIL, None),
+    "returns.edit_address": (DETAIL, None),
+    "returns.new_address": (DETAIL, "/return-addresses/new?shop={shop_id}"),
     "sla.index": (LIST, "/sla/"),
     "settings.shops": (LIST, "/settings/shops"),
     "settings.quick_replies": (LIST, "/settings/quick-replies?x=1"),
@@ -77,6 +86,7 @@ ROUTES: dict[str, tuple[str, str | None]] = {
 SUPERVISOR_PAGES = {
     "rules.index",
     "returns.index",
+    "returns.new_address",
     "sla.index",
     "settings.shops",
     "settings.shop",

@@ -234,6 +234,9 @@ class AfterSaleAction(ShopScoped, IdMixin, Base):
     address_pk: Mapped[int | None] = mapped_column(sa.ForeignKey("return_addresses.id", ondelete="SET NULL"))
     address_id: Mapped[str | None] = mapped_column(sa.String(64))
     address_source: Mapped[str | None] = mapped_column(sa.String(16))
+    # A bound address was unusable (deleted on the platform, no longer a return address) and the
+    # resolver fell back to the next level: the returns report lists these.
+    address_fallback: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     reject_reason_type: Mapped[int | None]
     reject_reason: Mapped[str | None] = mapped_column(sa.String(200))
     # Failure: our code (negotiate_first, address_invalid, ...) and the platform's errcode/errmsg.

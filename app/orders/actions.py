@@ -288,6 +288,8 @@ def _queue(user: User, after_sale: AfterSale, action: AfterSaleAction) -> AfterS
             "amount_fen": after_sale.refund_amount_fen,
             "address_id": action.address_id,
             "address_source": action.address_source,
+            "address_fallback": action.address_fallback or None,
+            "address_warnings": getattr(action, "address_warnings", None),
             "reject_reason_type": action.reject_reason_type,
             "reject_reason": action.reject_reason,
         },
@@ -306,6 +308,12 @@ def _choose_address(action: AfterSaleAction, after_sale: AfterSale, address_pk: 
         source = AddressSource.MANUAL
     else:
         address, source = resolution.address, resolution.source
+    # Bindings skipped on the way (deleted on the platform, no longer a return address): recorded on
+    # the action and in the audit entry, whatever was finally used.
+    action.address_warnings = [
+        {"kind": w.kind.value, "scope": w.scope.value, "address_name": w.address_name} for w in resolution.warnings
+    ] or None
+    action.address_fallback = bool(resolution.warnings) and source is not AddressSource.MANUAL
     if address is None:
         raise ActionError(
             "address_required",

@@ -1,5 +1,5 @@
-"""`flask returns bind|bindings`: return-address bindings from the command line (until the address
-book UI of issue 6; also what the end-to-end tests use)."""
+"""`flask returns bind|bindings`: return-address bindings from the command line (scripts and the
+sidebar's end-to-end test; people use the return-address pages, which also audit each change)."""
 
 from __future__ import annotations
 
