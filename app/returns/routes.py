@@ -195,18 +195,7 @@ BOOLEANS = {"is_return_address", "is_send_address", "is_default_return", "is_def
 @bp.route("/new", methods=["GET", "POST"])
 @supervisor_required
 def new_address():
-    shop = _shop_or_404(accessible_shops(), int_arg("shop"))
-    form = AddressForm()
-    if form.validate_on_submit():
-        try:
-            row = addresses.save(_user(), shop, _form_input(form))
-        except addresses.AddressError as exc:
-            db.session.rollback()
-            flash(str(exc), "error")
-        else:
-            flash(_("“%(name)s” was saved on the platform.", name=row.name), "success")
-            return redirect(url_for("returns.index", shop=shop.id))
-    return render_template("returns/address_form.html", form=form, shop=shop, address=None)
+    return _address_form(_shop_or_404(accessible_shops(), int_arg("shop")), None)
 
 
 @bp.route("/<int:address_pk>/edit", methods=["GET", "POST"])
@@ -218,6 +207,11 @@ def edit_address(address_pk: int):
     shop = db.session.get(Shop, address.shop_id)
     if shop is None:
         abort(404)
+    return _address_form(shop, address)
+
+
+def _address_form(shop: Shop, address: ReturnAddress | None):
+    """Add (``address`` None) or edit an address: saved on the platform first, then stored."""
     form = AddressForm(obj=address)
     if form.validate_on_submit():
         try:
