@@ -20,7 +20,7 @@ after_sale_changed = signals.signal("after-sale-changed")  # after_sale_pk, afte
 # An agent's action on an after-sale was queued, succeeded or failed (app/orders/actions.py).
 after_sale_action_changed = signals.signal("after-sale-action-changed")  # action_id, after_sale_pk, kind, state
 # conversation_id, message_id, new_conversation; optionally the committed state, so that receivers need not
-# read it again: message (dict, app/desk/views.py), conversation (store.conversation_state), tags, and
+# read it again: message_row (store.Record), conversation (store.conversation_state), tags, and
 # assigned (True/False: the opening transaction assigned it / found nobody free; None: it did not try)
 buyer_message_received = signals.signal("buyer-message-received")
 addresses_synced = signals.signal("addresses-synced")  # count, deleted

@@ -47,7 +47,7 @@ _sqlite_lock = threading.RLock()
 def assignment_lock():
     """Serialise assignment decisions until the caller's commit (or rollback) ends the transaction."""
     if db.engine.dialect.name == "postgresql":
-        db.session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": ASSIGNMENT_LOCK_KEY})
+        _advisory_lock()
         yield
         return
     with _sqlite_lock:
@@ -57,6 +57,10 @@ def assignment_lock():
         finally:
             if db.session().in_transaction():
                 db.session.rollback()  # the caller commits inside; anything left is abandoned
+
+
+def _advisory_lock() -> None:
+    db.session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": ASSIGNMENT_LOCK_KEY})
 
 
 # --- presence -----------------------------------------------------------------------------------
@@ -239,9 +243,8 @@ def assign_now(conversation_id: int, exclude: int | None = None, tags: list[str]
     """Give an open, unassigned conversation to the best available agent, announcing nothing.
 
     None if it is not open, or nobody can take it (then it waits in the queue); ``now`` False if
-    it was assigned already (its current state). Core
-    statements under the assignment lock: lock the conversation, pick, assign, commit. ``tags``: the
-    buyer's, when the caller has them (the summary needs them).
+    it was assigned already (its current state). Core statements under the assignment lock: lock
+    the conversation, pick, assign, commit. ``tags``: the buyer's, when the caller has them.
     """
     session = db.session()
     with tenancy.system_scope(session), assignment_lock():
@@ -254,9 +257,8 @@ def assign_now(conversation_id: int, exclude: int | None = None, tags: list[str]
             session.rollback()
             return None
         now = utcnow()
-        sticky = sticky_agent(state.customer_last_agent_id, state.customer_last_agent_at, now)
-        agent_id = pick_agent(state.shop_id, sticky, exclude=exclude)
-        if agent_id is None:
+        assigned = _give_best(state, now, exclude)
+        if assigned is None:
             if state.queued_at is None:
                 conversations_table = Conversation.__table__
                 session.connection().execute(
@@ -268,29 +270,33 @@ def assign_now(conversation_id: int, exclude: int | None = None, tags: list[str]
             else:
                 session.rollback()
             return None
-        name = _give(conversation_id, agent_id, now)
         if tags is None:
             tags = store.state_tags(state)
         session.commit()
-    assigned = store.Record(state, assignee_id=agent_id, assigned_at=now, queued_at=None, assignee_name=name)
-    return Assigned(agent_id, views.summary_from_state(assigned, tags))
+    return Assigned(assigned.assignee_id, views.summary_from_state(assigned, tags))
 
 
-def _give(conversation_id: int, agent_id: int, now) -> str:
-    """Assign (in the caller's transaction, under the assignment lock); returns the agent's name."""
+def _give_best(state: store.Record, now, exclude: int | None = None) -> store.Record | None:
+    """Pick the agent for a conversation and assign it, in the caller's transaction (under the
+    assignment lock); the conversation's new state, or None if nobody can take it."""
+    sticky = sticky_agent(state.customer_last_agent_id, state.customer_last_agent_at, now)
+    agent_id = pick_agent(state.shop_id, sticky, exclude=exclude)
+    if agent_id is None:
+        return None
     connection = db.session.connection()
     conversations_table, users = Conversation.__table__, User.__table__
     connection.execute(
         sa.update(conversations_table)
-        .where(conversations_table.c.id == conversation_id)
+        .where(conversations_table.c.id == state.id)
         .values(assignee_id=agent_id, assigned_at=now, queued_at=None, updated_at=now)
     )
-    return connection.execute(
+    name = connection.execute(
         sa.update(users)
         .where(users.c.id == agent_id)
         .values(last_assigned_at=now, updated_at=now)
         .returning(users.c.display_name)
     ).scalar_one()
+    return store.Record(state, assignee_id=agent_id, assigned_at=now, queued_at=None, assignee_name=name)
 
 
 def assign_on_opening(shop_id: int, conversation: store.Record, tags: list[str]) -> store.Record | None:
@@ -309,14 +315,8 @@ def assign_on_opening(shop_id: int, conversation: store.Record, tags: list[str])
     """
     if db.engine.dialect.name != "postgresql" or conversation.assignee_id is not None:
         return None
-    db.session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": ASSIGNMENT_LOCK_KEY})
-    now = utcnow()
-    sticky = sticky_agent(conversation.customer_last_agent_id, conversation.customer_last_agent_at, now)
-    agent_id = pick_agent(shop_id, sticky)
-    if agent_id is None:
-        return conversation
-    name = _give(conversation.id, agent_id, now)
-    return store.Record(conversation, assignee_id=agent_id, assigned_at=now, queued_at=None, assignee_name=name)
+    _advisory_lock()
+    return _give_best(conversation, utcnow()) or conversation
 
 
 def try_assign(conversation_id: int, exclude: int | None = None, message: dict | None = None) -> int | None:

@@ -57,24 +57,26 @@ def on_buyer_message(
     conversation_id: int,
     message_id: int,
     new_conversation: bool,
-    message: dict | None = None,
+    message_row=None,
     conversation=None,
     tags: list[str] | None = None,
     assigned: bool | None = None,
 ) -> None:
     """Runs in the thread that stored the message, after its commit; every step commits its own work.
 
-    The inbox hands over the committed state (``message``, ``conversation``, ``tags``), so a message to
+    The inbox hands over the committed state (``message_row``, ``conversation``, ``tags``), so a message to
     an assigned conversation reaches the console without another query; an unassigned one is first
     given to an agent, and the console hears of it once, as it stands after that. ``assigned``: whether
     the transaction that opened the conversation gave it to an agent (``assign_on_opening``; False:
     nobody was free, it waits in the queue), None if it did not try.
     """
     try:
-        if message is None or conversation is None:
+        if message_row is None or conversation is None:
             message, conversation, tags = _load(conversation_id, message_id)
             if conversation is None:
                 return
+        else:
+            message = views.message_dict(message_row)
         summary = views.summary_from_state(conversation, tags or [])
         assigned_to = conversation.assignee_id if assigned else None
         unassigned = conversation.assignee_id is None and conversation.status == ConversationStatus.OPEN

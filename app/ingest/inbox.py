@@ -277,8 +277,6 @@ def handle(shop_id: int, payload: dict) -> list[Announcement]:
         stored = store.store_buyer_message(shop_id, payload)
         if not stored.created:
             return []
-        from app.desk import views
-
         conversation, assigned = stored.conversation, None
         if stored.new_conversation:
             # Assignment can happen in this very transaction: one commit instead of two.
@@ -291,7 +289,7 @@ def handle(shop_id: int, payload: dict) -> list[Announcement]:
             "message_id": stored.message.id,
             "new_conversation": stored.new_conversation,
             # What the console needs, as committed: subscribers need not read it again.
-            "message": views.message_dict(stored.message),
+            "message_row": stored.message,
             "conversation": conversation,
             "tags": stored.tags,
             "assigned": assigned,

@@ -66,7 +66,7 @@ def locked(stmt: sa.Select) -> sa.Select:
     """
     if db.engine.dialect.name == "postgresql":
         return stmt.with_for_update(of=stmt.column_descriptions[0]["entity"])
-    db.session.execute(sa.text("UPDATE sync_cursors SET id = id WHERE 0 = 1"))
+    _write_lock_sqlite(db.session.connection())
     return stmt
 
 
