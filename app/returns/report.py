@@ -39,6 +39,17 @@ def sold_skus(shop_id: int, days: int = DAYS) -> list[bindings.KnownSku]:
     return bindings.known_skus(shop_id, since=utcnow() - timedelta(days=days), limit=100_000)
 
 
+def _fallback_approval(shop_ids: list[int], days: int) -> list:
+    """Conditions of a return approval (not failed) that used a fallback address, in the period."""
+    return [
+        AfterSaleAction.shop_id.in_(shop_ids or [0]),
+        AfterSaleAction.kind == AfterSaleActionKind.APPROVE_RETURN.value,
+        AfterSaleAction.state != AfterSaleActionState.FAILED.value,
+        AfterSaleAction.address_fallback.is_(True),
+        AfterSaleAction.created_at >= utcnow() - timedelta(days=days),
+    ]
+
+
 def fallback_approvals(
     shop_ids: list[int], days: int = DAYS, limit: int = 500
 ) -> list[tuple[AfterSaleAction, ReturnAddress | None]]:
@@ -48,11 +59,7 @@ def fallback_approvals(
             sa.select(AfterSaleAction, ReturnAddress)
             .outerjoin(ReturnAddress, ReturnAddress.id == AfterSaleAction.address_pk)
             .where(
-                AfterSaleAction.shop_id.in_(shop_ids or [0]),
-                AfterSaleAction.kind == AfterSaleActionKind.APPROVE_RETURN.value,
-                AfterSaleAction.state != AfterSaleActionState.FAILED.value,
-                AfterSaleAction.address_fallback.is_(True),
-                AfterSaleAction.created_at >= utcnow() - timedelta(days=days),
+                *_fallback_approval(shop_ids, days),
             )
             .order_by(AfterSaleAction.created_at.desc(), AfterSaleAction.id.desc())
             .limit(limit)
@@ -65,11 +72,7 @@ def summary(shop_ids: list[int], days: int = DAYS) -> list[ShopSummary]:
         db.session.execute(
             sa.select(AfterSaleAction.shop_id, sa.func.count())
             .where(
-                AfterSaleAction.shop_id.in_(shop_ids or [0]),
-                AfterSaleAction.kind == AfterSaleActionKind.APPROVE_RETURN.value,
-                AfterSaleAction.state != AfterSaleActionState.FAILED.value,
-                AfterSaleAction.address_fallback.is_(True),
-                AfterSaleAction.created_at >= utcnow() - timedelta(days=days),
+                *_fallback_approval(shop_ids, days),
             )
             .group_by(AfterSaleAction.shop_id)
         ).all()
