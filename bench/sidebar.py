@@ -7,8 +7,10 @@ unionid (the sidebar shows both), OPEN open after-sales across both shops as man
 return addresses with SKU bindings, and handled-by actions on a fifth of the open after-sales.
 
 Then, signed in as an agent of both shops, it requests the buyer's sidebar
-(``GET /conversations/<id>/sidebar``) and the queue page (``GET /after-sales/``: every open
-after-sale of both shops by deadline, 100 a page, with its total) again and again, one at a time.
+(``GET /conversations/<id>/sidebar``), the queue page (``GET /after-sales/``: every open after-sale
+of both shops by deadline, 100 a page, with its total) and the return-address bindings page of the
+flagship shop (``GET /return-addresses/?shop=<id>``: its 200 most recently sold SKUs from the SKU
+catalogue, with bindings and resolution) again and again, one at a time.
 
     python bench/sidebar.py [--orders 1000000] [--buyers 200000] [--open 50000] [--requests 300]
 
@@ -138,6 +140,13 @@ def load(engine: sa.Engine, shop1: int, shop2: int, orders: int, buyers: int, op
             SELECT shop_id, id, after_sale_order_id, order_id, 'approve_return', 'succeeded', md5(id::text),
                    'MERCHANT_PROCESSING', NULL, %(user)s, %(now)s - interval '1 hour', %(now)s - interval '59 minutes'
             FROM after_sales WHERE status = 'USER_WAIT_RETURN' OR (status = 'MERCHANT_PROCESSING' AND id %% 7 = 0)""",
+        # The SKU catalogue the store keeps as orders arrive (the same sums as its migration's backfill).
+        """INSERT INTO skus (shop_id, product_id, sku_id, sku_code, title, thumb_img, units_sold, first_sold_at,
+                last_sold_at, updated_at)
+            SELECT i.shop_id, i.product_id, i.sku_id, max(i.sku_code), max(i.title), max(i.thumb_img),
+                   sum(i.quantity), min(o.platform_created_at), max(o.platform_created_at), %(now)s
+            FROM order_items i JOIN orders o ON o.id = i.order_pk
+            GROUP BY i.shop_id, i.product_id, i.sku_id""",
         """INSERT INTO conversations (shop_id, customer_id, status, assignee_id, last_message_at,
                 last_buyer_message_at, unread_count, last_seq, replies_since_buyer, auto_replies_since_buyer,
                 created_at, updated_at)
@@ -237,6 +246,8 @@ def main() -> None:
             queue, page = timed(session, f"{base}/after-sales/", max(50, args.requests // 2))
             rows = page.count("data-after-sale-row=")
             total = re.search(r'data-total="(\d+)"', page)
+            skus, page = timed(session, f"{base}/return-addresses/?shop={shop1}", max(50, args.requests // 2))
+            sku_rows = page.count("data-sku-row")
         finally:
             stop(web)
     emit(
@@ -250,6 +261,7 @@ def main() -> None:
                 "buyer_orders": made["target_orders"],
             },
             "queue": {**summary_ms(queue), "rows": rows, "total": int(total.group(1)) if total else None},
+            "bindings_page": {**summary_ms(skus), "skus_shown": sku_rows},
             "goal": {"sidebar_p95_ms": 20, "queue_p95_ms": 100},
             "met": {
                 "sidebar": summary_ms(sidebar)["p95_ms"] <= 20,

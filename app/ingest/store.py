@@ -11,6 +11,7 @@ Callers own the transaction (commit) and announce changes (app/events.py) after 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,6 +33,7 @@ from app.models import (
     OrderItem,
     ReturnAddress,
     SenderKind,
+    Sku,
 )
 from app.models.chat import DeliveryState
 
@@ -172,6 +174,7 @@ def _apply_order(order: Order, detail: dict, status: int, updated_at: datetime) 
     order.raw = detail
     if order.customer_id is None and order.openid:
         order.customer_id = ensure_customer(order.shop_id, order.openid, order.unionid).id
+    sold_before = _units_by_sku(order.items)
     items = []
     for info in body.get("product_infos") or []:
         items.append(
@@ -191,6 +194,77 @@ def _apply_order(order: Order, detail: dict, status: int, updated_at: datetime) 
             )
         )
     order.items = items
+    count_skus(order.shop_id, order.platform_created_at, sold_before, items)
+
+
+# --- the SKU catalogue ---------------------------------------------------------------------------
+
+
+def _units_by_sku(items) -> Counter:
+    units: Counter = Counter()
+    for item in items:
+        units[(item.product_id, item.sku_id)] += item.quantity
+    return units
+
+
+def count_skus(shop_id: int, sold_at: datetime, sold_before: Counter, items: list[OrderItem]) -> None:
+    """Keep ``skus`` current for one order whose items went from ``sold_before`` to ``items``.
+
+    Only the difference is applied (a re-fetched order changes nothing; an order seen for the first
+    time adds its units), so the catalogue's units always equal the sum over the stored order items.
+    The caller holds the order's row lock, so ``sold_before`` cannot change under us; keys are
+    written in a fixed order so two orders of the same SKUs cannot deadlock.
+    """
+    sold_now = _units_by_sku(items)
+    newest = {}
+    for item in items:
+        newest[(item.product_id, item.sku_id)] = item
+    changed = sorted(key for key in set(sold_before) | set(sold_now) if sold_now[key] != sold_before[key])
+    if not changed:
+        return
+    table = Sku.__table__
+    dialect_insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
+    now = utcnow()
+    for key in changed:
+        delta = sold_now[key] - sold_before[key]
+        item = newest.get(key)
+        if item is None:  # the order no longer has this SKU: take its units back
+            db.session.execute(
+                sa.update(table)
+                .where(table.c.shop_id == shop_id, table.c.product_id == key[0], table.c.sku_id == key[1])
+                .values(units_sold=table.c.units_sold + delta, updated_at=now)
+            )
+            continue
+        stmt = dialect_insert(table).values(
+            shop_id=shop_id,
+            product_id=key[0],
+            sku_id=key[1],
+            sku_code=item.sku_code,
+            title=item.title or "",
+            thumb_img=item.thumb_img,
+            units_sold=delta,
+            first_sold_at=sold_at,
+            last_sold_at=sold_at,
+            updated_at=now,
+        )
+        new = stmt.excluded
+        newer = new.last_sold_at >= table.c.last_sold_at
+        db.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["shop_id", "product_id", "sku_id"],
+                set_={
+                    "units_sold": table.c.units_sold + new.units_sold,
+                    "first_sold_at": sa.case(
+                        (new.first_sold_at < table.c.first_sold_at, new.first_sold_at), else_=table.c.first_sold_at
+                    ),
+                    "last_sold_at": sa.case((newer, new.last_sold_at), else_=table.c.last_sold_at),
+                    "title": sa.case((newer, new.title), else_=table.c.title),
+                    "sku_code": sa.case((newer, new.sku_code), else_=table.c.sku_code),
+                    "thumb_img": sa.case((newer, new.thumb_img), else_=table.c.thumb_img),
+                    "updated_at": new.updated_at,
+                },
+            )
+        )
 
 
 # --- after-sales ----------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from app.models.orders import (
     Order,
     OrderItem,
     OrderStatus,
+    Sku,
 )
 from app.models.people import AgentConnection, Customer, CustomerTag, Role, User, user_shops
 from app.models.returns import AddressBinding, BindingScope, ReturnAddress
@@ -72,6 +73,7 @@ __all__ = [
     "RuleVersion",
     "SenderKind",
     "Shop",
+    "Sku",
     "SyncCursor",
     "User",
     "user_shops",

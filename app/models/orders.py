@@ -135,6 +135,30 @@ class OrderItem(ShopScoped, IdMixin, Base):
     order = relationship("Order", back_populates="items")
 
 
+class Sku(ShopScoped, IdMixin, Base):
+    """The shop's SKU catalogue, as learnt from its orders: one row per SKU ever sold, kept current as
+    orders are stored (app/ingest/store.py), so pages that list SKUs (return-address bindings, the
+    unbound report) read a few hundred rows instead of aggregating every order item."""
+
+    __tablename__ = "skus"
+    __table_args__ = (
+        sa.UniqueConstraint("shop_id", "product_id", "sku_id"),
+        sa.Index("ix_skus_shop_last_sold", "shop_id", "last_sold_at"),
+        sa.Index("ix_skus_shop_sku", "shop_id", "sku_id"),
+    )
+
+    product_id: Mapped[str] = mapped_column(sa.String(64))
+    sku_id: Mapped[str] = mapped_column(sa.String(64))
+    # From the newest order that sold it.
+    sku_code: Mapped[str | None] = mapped_column(sa.String(100))
+    title: Mapped[str] = mapped_column(sa.String(300), default="")
+    thumb_img: Mapped[str | None] = mapped_column(sa.String(500))
+    units_sold: Mapped[int] = mapped_column(default=0)  # over all stored orders
+    first_sold_at: Mapped[datetime]  # platform creation time of the orders
+    last_sold_at: Mapped[datetime]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class AfterSale(ShopScoped, IdMixin, TimestampMixin, Base):
     __tablename__ = "after_sales"
     __table_args__ = (

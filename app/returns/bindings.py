@@ -2,7 +2,8 @@
 
 Every change is audited (who, when, target, old and new address) and runs through the caller's scoped
 session: another shop's address or SKU is simply not found. Products and SKUs are the ones known from
-ingested orders (``order_items``): a binding of something never sold would be a guess.
+ingested orders (the ``skus`` catalogue the store keeps): a binding of something never sold would be
+a guess.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from flask_babel import gettext as _
 
 from app import audit
 from app.extensions import db
-from app.models import AddressBinding, BindingScope, Order, OrderItem, ReturnAddress, User
+from app.models import AddressBinding, BindingScope, ReturnAddress, Sku, User
 from app.returns import resolver
 
 
@@ -71,9 +72,9 @@ def known_sku_ids(shop_id: int, sku_ids: list[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for chunk in _chunks(sorted(set(sku_ids))):
         for sku_id, product_id in db.session.execute(
-            sa.select(OrderItem.sku_id, sa.func.max(OrderItem.product_id))
-            .where(OrderItem.shop_id == shop_id, OrderItem.sku_id.in_(chunk))
-            .group_by(OrderItem.sku_id)
+            sa.select(Sku.sku_id, sa.func.max(Sku.product_id))
+            .where(Sku.shop_id == shop_id, Sku.sku_id.in_(chunk))
+            .group_by(Sku.sku_id)
         ):
             found[sku_id] = product_id
     return found
@@ -84,9 +85,7 @@ def known_product_ids(shop_id: int, product_ids: list[str]) -> set[str]:
     for chunk in _chunks(sorted(set(product_ids))):
         found.update(
             db.session.scalars(
-                sa.select(OrderItem.product_id)
-                .where(OrderItem.shop_id == shop_id, OrderItem.product_id.in_(chunk))
-                .distinct()
+                sa.select(Sku.product_id).where(Sku.shop_id == shop_id, Sku.product_id.in_(chunk)).distinct()
             )
         )
     return found
@@ -203,41 +202,36 @@ def known_skus(
     """SKUs of the shop's orders (newest sale first), each with its bindings and current resolution.
 
     ``query`` matches the SKU id, product id, SKU code or title; ``since`` keeps SKUs sold since then.
+    Units are over every stored order of the SKU.
     """
-    last_sold = sa.func.max(Order.platform_created_at)
     stmt = (
-        sa.select(
-            OrderItem.product_id,
-            OrderItem.sku_id,
-            sa.func.max(OrderItem.title),
-            sa.func.max(OrderItem.sku_code),
-            sa.func.sum(OrderItem.quantity),
-            last_sold,
-        )
-        .join(Order, Order.id == OrderItem.order_pk)
-        .where(OrderItem.shop_id == shop_id)
-        .group_by(OrderItem.product_id, OrderItem.sku_id)
-        .order_by(last_sold.desc(), OrderItem.sku_id)
+        sa.select(Sku.product_id, Sku.sku_id, Sku.title, Sku.sku_code, Sku.units_sold, Sku.last_sold_at)
+        .where(Sku.shop_id == shop_id)
+        .order_by(Sku.last_sold_at.desc(), Sku.sku_id)
     )
     if since is not None:
-        stmt = stmt.where(Order.platform_created_at >= since)
+        stmt = stmt.where(Sku.last_sold_at >= since)
     query = (query or "").strip()
     if query:
         escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         like = f"%{escaped}%"
         stmt = stmt.where(
             sa.or_(
-                OrderItem.sku_id == query,
-                OrderItem.product_id == query,
-                OrderItem.title.like(like, escape="\\"),
-                OrderItem.sku_code.like(like, escape="\\"),
+                Sku.sku_id == query,
+                Sku.product_id == query,
+                Sku.title.like(like, escape="\\"),
+                Sku.sku_code.like(like, escape="\\"),
             )
         )
+    if only_unbound:
+        explicit = sa.select(AddressBinding.id).where(
+            AddressBinding.shop_id == Sku.shop_id,
+            AddressBinding.target_key.in_([sa.literal("sku:") + Sku.sku_id, sa.literal("product:") + Sku.product_id]),
+        )
+        stmt = stmt.where(~explicit.exists())
     rows = [
         KnownSku(shop_id, product_id, sku_id, title or "", sku_code, int(units or 0), sold)
-        for product_id, sku_id, title, sku_code, units, sold in db.session.execute(
-            stmt.limit(None if only_unbound else limit)
-        )
+        for product_id, sku_id, title, sku_code, units, sold in db.session.execute(stmt.limit(limit))
     ]
     keys = [f"sku:{r.sku_id}" for r in rows] + [f"product:{r.product_id}" for r in rows]
     bound = bindings_by_key(shop_id, keys)
@@ -246,6 +240,4 @@ def known_skus(
         row.sku_binding = bound.get(f"sku:{row.sku_id}")
         row.product_binding = bound.get(f"product:{row.product_id}")
         row.resolution = resolutions[(shop_id, row.product_id, row.sku_id)]
-    if only_unbound:
-        rows = [r for r in rows if not r.explicitly_bound][:limit]
     return rows
