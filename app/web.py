@@ -72,19 +72,14 @@ def init_app(app: Flask) -> None:
 
     @app.get("/healthz")
     def healthz():
-        """Liveness and database reachability for load balancers and `make run` users."""
-        from sqlalchemy import text
+        """For load balancers and operators: database, Redis, scheduler leader, poller lag, queue
+        backlogs (app/health.py); 503 when this process cannot work."""
+        from app import health
 
-        from app.extensions import db
-
-        try:
-            db.session.execute(text("SELECT 1"))
-            database = "ok"
-        except Exception as exc:
-            app.logger.warning("health check: database unreachable: %s", exc)
-            database = "unreachable"
-        status = 200 if database == "ok" else 503
-        return jsonify(status="ok" if status == 200 else "degraded", database=database), status
+        body, status = health.report(app)
+        response = jsonify(body)
+        response.headers["Cache-Control"] = "no-store"
+        return response, status
 
     @app.errorhandler(CSRFError)
     def _csrf_error(exc: CSRFError):
