@@ -95,6 +95,9 @@ class Config:
     LOGIN_RATE_LIMIT = env_str("LOGIN_RATE_LIMIT", "5 per minute;20 per hour")
     RATELIMIT_STORAGE_URI = env_str("RATELIMIT_STORAGE_URI") or (REDIS_URL if REDIS_URL else "memory://")
     RATELIMIT_ENABLED = True
+    # Redis away for a moment must not lock everyone out: count in this process's memory meanwhile.
+    RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
+    RATELIMIT_SWALLOW_ERRORS = True
     RATELIMIT_HEADERS_ENABLED = False
 
     # Platform client (app/platform/client.py).

@@ -97,14 +97,15 @@ def _init_web(app: Flask) -> None:
     from app.orders import install as install_orders
 
     install_orders()
+    from app.desk import realtime
+
     sockets.register()  # before init_app: handlers are bound to each new server from the list
-    socketio.init_app(
-        app,
-        message_queue=app.config.get("REDIS_URL"),
-        channel=app.config["SOCKETIO_CHANNEL"],
-        logger=False,
-        engineio_logger=False,
-    )
+    manager = realtime.client_manager(app)
+    # The extension keeps options across init_app calls (tests build many apps): start clean.
+    for option in ("client_manager", "message_queue", "channel"):
+        socketio.server_options.pop(option, None)
+    queue = {"client_manager": manager} if manager is not None else {}
+    socketio.init_app(app, logger=False, engineio_logger=False, **queue)
 
 
 def _register_blueprints(app: Flask) -> None:
