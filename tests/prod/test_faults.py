@@ -8,6 +8,7 @@ without redis-server.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -152,7 +153,7 @@ def _overlaps(runs: list[dict]) -> list[tuple[dict, dict]]:
     clashes = []
     for job_runs in by_job.values():
         job_runs.sort(key=lambda r: r["start"])
-        clashes += [(a, b) for a, b in zip(job_runs, job_runs[1:], strict=False) if b["start"] < a["end"]]
+        clashes += [(a, b) for a, b in itertools.pairwise(job_runs) if b["start"] < a["end"]]
     return clashes
 
 
@@ -246,8 +247,8 @@ def test_the_platform_down_for_ten_poll_intervals_is_caught_up(cluster):
     assert wait_for(lambda: len(_stored_messages(cluster, ids)) == len(ids), timeout=60)
     assert set(_stored_messages(cluster, ids).values()) == {1}
     assert wait_for(
-        lambda: "orders" not in {p["shop_id"]: p for p in cluster.health("web_a")["pollers"]}[polled_id].get(
-            "failing", []
+        lambda: (
+            "orders" not in {p["shop_id"]: p for p in cluster.health("web_a")["pollers"]}[polled_id].get("failing", [])
         ),
         timeout=20,
     )
