@@ -230,8 +230,8 @@ def measure_failover(args, tmp: Path) -> dict:
         try:
             cluster.migrate()
             cluster.start_web("web0")
-            cluster.start_scheduler("sched_a")
-            cluster.start_scheduler("sched_b")
+            cluster.start_standby("sched_a")
+            cluster.start_standby("sched_b")
             times = []
             for _ in range(args.failovers):
                 leader = wait_for(lambda: cluster.health("web0")["scheduler"].get("leader"), timeout=20)
@@ -248,7 +248,7 @@ def measure_failover(args, tmp: Path) -> dict:
                     interval=0.05,
                 )
                 times.append(round(time.monotonic() - killed, 2) if new else None)
-                cluster.restart(name)
+                cluster.start_standby(name)
             done = [t for t in times if t is not None]
             return {
                 "runs_s": times,

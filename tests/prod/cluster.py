@@ -224,6 +224,31 @@ class Cluster:
             os.killpg(process.pid, sig)  # gunicorn's worker with its arbiter
             process.wait(timeout=20)
 
+    def log_size(self, name: str) -> int:
+        path = self.workdir / f"{name}.log"
+        return path.stat().st_size if path.exists() else 0
+
+    def wait_log(self, name: str, text: str, after: int = 0, timeout: float = 60.0) -> bool:
+        """Until the process's log shows ``text`` past byte ``after``."""
+        path = self.workdir / f"{name}.log"
+
+        def seen() -> bool:
+            with path.open("rb") as log:
+                log.seek(after)
+                return text.encode() in log.read()
+
+        return bool(wait_for(seen, timeout=timeout, interval=0.1))
+
+    def start_standby(self, name: str) -> None:
+        """(Re)start a scheduler and wait until it is a ready standby (waiting for the lead)."""
+        offset = self.log_size(name)
+        if name in self.commands:
+            self.restart(name)
+        else:
+            self.start_scheduler(name)
+        if not self.wait_log(name, "waiting for the lead", after=offset):
+            raise RuntimeError(f"{name} did not start")
+
     def restart(self, name: str) -> None:
         args, extra_env = self.commands[name]
         wait_url = f"{self.url(name)}/login" if name in self.ports else None

@@ -56,8 +56,8 @@ def cluster(tmp_path_factory):
         c.start_web("web_b")
         c.start_simulator({PUSHED: "web_a", POLLED: None})
         c.start_workers()
-        c.start_scheduler("sched_1")
-        c.start_scheduler("sched_2")
+        c.start_standby("sched_1")
+        c.start_standby("sched_2")
         assert wait_for(lambda: c.health("web_a")["scheduler"].get("leader"), timeout=20), "no scheduler leads"
         yield c
     finally:
@@ -185,7 +185,7 @@ def test_killing_the_scheduler_leader_hands_over_within_ten_seconds(cluster):
     runs = _runs(cluster)
     assert {r["by"] for r in runs} >= {leader, new}
     assert _overlaps(runs) == []
-    cluster.restart(name)  # back as the standby
+    cluster.start_standby(name)  # back as the standby
 
 
 def test_a_redis_restart_degrades_realtime_but_loses_nothing(cluster):
