@@ -197,3 +197,44 @@ def test_socket_events_answer_junk_with_a_reason(app, world, agent, event, data)
             assert _count(app, OutboxCall, Message) == before
     finally:
         sock.close()
+
+
+def test_a_nul_character_is_refused_with_a_reason(app, world, agent):
+    """PostgreSQL text cannot hold NUL: it used to fail inside the query (found by the fuzz test)."""
+    for path in ("/api/inbox", "/api/buyers"):
+        response = agent.get(path, query_string={"q": "a\x00b"})
+        assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_characters"
+    page = agent.get("/after-sales/", query_string={"q": "\x00"})
+    assert page.status_code == 400 and "不允许的字符" in page.get_data(as_text=True)
+
+
+def test_nul_characters_in_socket_and_json_payloads_do_not_crash(app, world, agent):
+    from tests.desk.conftest import request_id
+
+    sock = Sock(app, agent)
+    try:
+        before = _count(app, OutboxCall, Message)
+        answer = sock.call(
+            "message.send",
+            {"conversation_id": world.a.conversation_id, "request_id": request_id(), "text": "a\x00b"},
+        )
+        assert answer["ok"] is False and answer["error"]["code"] == "invalid", answer
+        assert _count(app, OutboxCall, Message) == before
+        note = sock.call("note.add", {"conversation_id": world.a.conversation_id, "text": "\x00"})
+        assert note["ok"] is False and note["error"]["code"] == "invalid", note
+    finally:
+        sock.close()
+    path = f"/api/after-sales/{world.a.after_sale_pk}/actions"
+    response = agent.post(path, json={"kind": "reject", "reason": "\x00"})
+    assert response.status_code < 500
+
+
+def test_a_signed_push_with_a_nul_character_is_stored_not_refused(app, push_url):
+    """Text from the platform with NUL (PostgreSQL cannot hold it) used to answer 500, so the
+    platform re-sent it until it gave up: the buyer's message would have been lost."""
+    query, envelope = build_push(dict(MESSAGE, msg_id=uuid.uuid4().int, text={"content": "在吗\u0000？"}))
+    response = app.test_client().post(push_url, query_string=query, json=envelope)
+    assert response.status_code == 200 and response.get_data(as_text=True) == "success"
+    with app.app_context():
+        payload = db.session.scalars(sa.select(InboxEvent.payload)).one()
+    assert payload["text"]["content"] == "在吗\ufffd？"
