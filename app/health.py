@@ -119,7 +119,8 @@ def report(app: Flask) -> tuple[dict, int]:
         body["scheduler"] = _scheduler(app, client)
     except Exception as exc:  # Redis went away between the ping and this
         body["scheduler"] = {"leader": None, "error": type(exc).__name__}
-    if body["scheduler"].get("leader") is None:
+    # Only a leased scheduler can be seen from here; without Redis there is nothing to check.
+    if body["scheduler"].get("mode") != "unknown" and body["scheduler"].get("leader") is None:
         warnings.append("no scheduler holds the lead")
     if body["database"]["ok"]:
         now = datetime.now(UTC)

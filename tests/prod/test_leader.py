@@ -145,3 +145,10 @@ def test_healthz_shows_the_leader(app, client, monkeypatch):
 def _url(client) -> str:
     kwargs = client.connection_pool.connection_kwargs
     return f"redis://{kwargs['host']}:{kwargs['port']}/0"
+
+
+def test_healthz_warns_when_no_scheduler_leads(app, client, monkeypatch):
+    monkeypatch.setitem(app.config, "REDIS_URL", _url(client))
+    body = app.test_client().get("/healthz").get_json()
+    assert body["scheduler"] == {"mode": "leased", "leader": None}
+    assert body["status"] == "degraded" and "no scheduler holds the lead" in body["warnings"]
