@@ -83,6 +83,17 @@ def _stored_orders(c: Cluster, order_ids: list[str]) -> dict[str, int]:
     return dict(rows)
 
 
+def _stored_after_sales(c: Cluster, ids: list[str]) -> dict[str, int]:
+    with c.engine().connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT after_sale_order_id, count(*) FROM after_sales WHERE after_sale_order_id = ANY(:ids) GROUP BY 1"
+            ),
+            {"ids": ids},
+        ).all()
+    return dict(rows)
+
+
 def _events(received: list, name: str) -> list[dict]:
     return [data for _, event, data in list(received) if event == name]
 
@@ -108,6 +119,7 @@ def test_killing_a_web_process_mid_burst_loses_and_doubles_nothing(cluster):
     and order is stored exactly once."""
     sent: list[str] = []
     orders: list[str] = []
+    after_sales: list[str] = []
     before = cluster.push_counters()
 
     def burst():
@@ -116,6 +128,9 @@ def test_killing_a_web_process_mid_burst_loses_and_doubles_nothing(cluster):
             sent.append(payload["msg_id"])
             if i % 8 == 0:
                 orders.append(cluster.sim("order", appid=PUSHED, openid=f"o_burst_{i % 20}")["order_id"])
+            if i % 16 == 4:
+                opened = cluster.sim("after_sale", appid=PUSHED, order_id=orders[-1], kind="REFUND")
+                after_sales.append(opened["after_sale_order_id"])
             time.sleep(0.02)
 
     sender = threading.Thread(target=burst)
@@ -134,6 +149,8 @@ def test_killing_a_web_process_mid_burst_loses_and_doubles_nothing(cluster):
     assert set(stored) == set(sent) and set(stored.values()) == {1}, "a message was lost or doubled"
     assert wait_for(lambda: len(_stored_orders(cluster, orders)) == len(orders), timeout=60)
     assert set(_stored_orders(cluster, orders).values()) == {1}
+    assert wait_for(lambda: len(_stored_after_sales(cluster, after_sales)) == len(after_sales), timeout=60)
+    assert set(_stored_after_sales(cluster, after_sales).values()) == {1}
     counters = cluster.push_counters()
     assert counters["failed_attempts"] > before["failed_attempts"], "no push was refused: nothing was tested"
     assert counters["dropped"] == before["dropped"] == 0
@@ -168,6 +185,10 @@ def test_killing_the_scheduler_leader_hands_over_within_ten_seconds(cluster):
     cluster.kill(name, signal.SIGKILL)
     killed = time.monotonic()
     orders += [cluster.sim("order", appid=POLLED, openid=f"o_poll_{i}")["order_id"] for i in range(5, 10)]
+    after_sales = [
+        cluster.sim("after_sale", appid=POLLED, order_id=order_id, kind="REFUND")["after_sale_order_id"]
+        for order_id in orders[3:7]
+    ]
     new = wait_for(
         lambda: (lambda lead: lead if lead and lead != leader else None)(
             cluster.health("web_a")["scheduler"].get("leader")
@@ -180,6 +201,8 @@ def test_killing_the_scheduler_leader_hands_over_within_ten_seconds(cluster):
     assert failover <= 10, f"failover took {failover:.1f} s"
     assert wait_for(lambda: len(_stored_orders(cluster, orders)) == len(orders), timeout=30)
     assert set(_stored_orders(cluster, orders).values()) == {1}
+    assert wait_for(lambda: len(_stored_after_sales(cluster, after_sales)) == len(after_sales), timeout=30)
+    assert set(_stored_after_sales(cluster, after_sales).values()) == {1}
     # The new leader runs the jobs now; no job ran twice at once across the change.
     assert wait_for(lambda: any(r["by"] == new and r["job"].startswith("sync:") for r in _runs(cluster)), timeout=15)
     runs = _runs(cluster)
