@@ -52,6 +52,45 @@ def load_average() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def _gunicorn_worker(arbiter_pid: int) -> int:
+    children = Path(f"/proc/{arbiter_pid}/task/{arbiter_pid}/children").read_text().split()
+    return int(children[0]) if children else arbiter_pid
+
+
+class Cpu:
+    """Over one step: CPU seconds per second of each web process's worker (1.0 = one core, what one
+    Python interpreter can use), of this bench process, and how busy the whole machine was."""
+
+    def __init__(self, web_pids: list[int]):
+        self.pids = [_gunicorn_worker(pid) for pid in web_pids]
+
+    def _sample(self) -> tuple:
+        machine = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        own = os.times()
+        webs = [_cpu_seconds(pid) for pid in self.pids]
+        return time.monotonic(), webs, own.user + own.system, sum(machine), machine[3] + machine[4]
+
+    def start(self) -> None:
+        self.before = self._sample()
+
+    def result(self) -> dict:
+        (t0, webs0, own0, total0, idle0), (t1, webs1, own1, total1, idle1) = self.before, self._sample()
+        wall = t1 - t0
+        return {
+            "web_cores": [round((b - a) / wall, 2) for a, b in zip(webs0, webs1, strict=True)],
+            "bench_cores": round((own1 - own0) / wall, 2),
+            "machine_busy_pct": round(100 * (1 - (idle1 - idle0) / (total1 - total0)), 1) if total1 > total0 else None,
+        }
+
+
 class Receipts:
     def __init__(self):
         self.lock = threading.Lock()
@@ -110,7 +149,9 @@ def build(step: int, count: int, buyers: int, path: str) -> list[tuple[str, str,
     return pushes
 
 
-def run_step(ports: list[int], pushes, rate: float, receipts: Receipts, senders: int, drain: float) -> dict:
+def run_step(
+    ports: list[int], pushes, rate: float, receipts: Receipts, senders: int, drain: float, cpu: Cpu | None = None
+) -> dict:
     sent_at: dict[str, float] = {}
     accepted, errors = [], []
     counter = itertools.count()
@@ -151,10 +192,13 @@ def run_step(ports: list[int], pushes, rate: float, receipts: Receipts, senders:
 
     threads = [threading.Thread(target=sender) for _ in range(senders)]
     load_before = load_average()
+    if cpu:
+        cpu.start()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    usage = cpu.result() if cpu else {}
     wall = max(accepted + errors + [start]) - start
     tokens = [token for token, _, _ in pushes]
     wait_for(lambda: all(t in receipts.first for t in tokens), timeout=drain, interval=0.2)
@@ -170,6 +214,7 @@ def run_step(ports: list[int], pushes, rate: float, receipts: Receipts, senders:
         "p95_ms": round(percentile(ms, 95), 1) if ms else None,
         "p99_ms": round(percentile(ms, 99), 1) if ms else None,
         "load_avg_1m": [load_before, load_average()],
+        **usage,
     }
 
 
@@ -207,9 +252,10 @@ def measure_webs(args, web_count: int, tmp: Path) -> dict:
             warm = build(0, args.buyers, args.buyers, path)
             run_step(ports, warm, 40.0, receipts, args.senders, args.drain)
             steps = []
+            cpu = Cpu([cluster.processes[w].pid for w in webs])
             for n, rate in enumerate(args.rates, start=1):
                 pushes = build(n, int(rate * args.seconds), args.buyers, path)
-                step = run_step(ports, pushes, rate, receipts, args.senders, args.drain)
+                step = run_step(ports, pushes, rate, receipts, args.senders, args.drain, cpu)
                 log(f"{web_count} web: {step}")
                 steps.append(step)
                 if step["lost"] or (step["p95_ms"] or 0) > 4 * args.p95_budget_ms:
