@@ -120,7 +120,13 @@ def connect_agents(cluster: Cluster, webs: list[str], count: int, receipts: Rece
         client.on("hello", lambda data, h=hello: h.set(), namespace="/desk")
         client.on("conversation.updated", receipts.on_event, namespace="/desk")
         client.on("conversation.assigned", receipts.on_event, namespace="/desk")
-        client.connect(cluster.url(web), namespaces=["/desk"], headers={"Cookie": cookie}, transports=["websocket"])
+        client.connect(
+            cluster.url(web),
+            namespaces=["/desk"],
+            headers={"Cookie": cookie},
+            transports=["websocket"],
+            wait_timeout=15,
+        )
         if not hello.wait(15):
             raise RuntimeError("agent got no hello")
         clients.append(client)

@@ -312,7 +312,9 @@ class Cluster:
         def _any(event, data):
             received.append((time.monotonic(), event, data))
 
-        client.connect(self.url(web), namespaces=["/desk"], headers={"Cookie": cookie}, transports=["websocket"])
+        client.connect(
+            self.url(web), namespaces=["/desk"], headers={"Cookie": cookie}, transports=["websocket"], wait_timeout=15
+        )
         if not hello.wait(15):
             raise RuntimeError("no hello from the console namespace")
         return client
