@@ -56,6 +56,11 @@ class Config:
     REDIS_URL = env_str("REDIS_URL")
     # The Redis pub/sub channel web processes share Socket.IO events on (one per deployment).
     SOCKETIO_CHANNEL = env_str("SOCKETIO_CHANNEL", "flask-socketio")
+    # `flask scheduler` leadership (app/leader.py): the lease on the Redis lock, and how often the
+    # leader renews it and a standby tries to take it. A standby leads at most lease + renew seconds
+    # after the leader died.
+    SCHEDULER_LEASE_SECONDS = float(env_str("SCHEDULER_LEASE_SECONDS", "5"))
+    SCHEDULER_RENEW_SECONDS = float(env_str("SCHEDULER_RENEW_SECONDS", "1"))
 
     # Languages: Simplified Chinese by default, English on request.
     BABEL_DEFAULT_LOCALE = "zh_CN"
@@ -90,6 +95,9 @@ class Config:
     LOGIN_RATE_LIMIT = env_str("LOGIN_RATE_LIMIT", "5 per minute;20 per hour")
     RATELIMIT_STORAGE_URI = env_str("RATELIMIT_STORAGE_URI") or (REDIS_URL if REDIS_URL else "memory://")
     RATELIMIT_ENABLED = True
+    # Redis away for a moment must not lock everyone out: count in this process's memory meanwhile.
+    RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
+    RATELIMIT_SWALLOW_ERRORS = True
     RATELIMIT_HEADERS_ENABLED = False
 
     # Platform client (app/platform/client.py).

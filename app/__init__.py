@@ -8,6 +8,7 @@ returns, sla, settings), each with a blueprint ``bp``.
 from __future__ import annotations
 
 import logging
+import re
 
 from flask import Flask
 
@@ -37,6 +38,8 @@ def create_app(config: type[Config] | Config | None = None) -> Flask:
     logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
+    # urllib3 logs every request line at DEBUG, the platform's access_token in its query included.
+    _redact_urllib3(logging.getLogger("urllib3.connectionpool"))
 
     from app import secretbox
 
@@ -50,6 +53,24 @@ def create_app(config: type[Config] | Config | None = None) -> Flask:
 
     cli.register(app)
     return app
+
+
+class _RedactTokens(logging.Filter):
+    """Rewrites ``access_token=...`` (and the push signature's fields) in a record to ``***``."""
+
+    PATTERN = re.compile(r"((?:access_token|msg_signature|signature)=)[^&\s\"']+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.args = tuple(self.PATTERN.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = self.PATTERN.sub(r"\1***", record.msg)
+        return True
+
+
+def _redact_urllib3(logger: logging.Logger) -> None:
+    if not any(isinstance(f, _RedactTokens) for f in logger.filters):
+        logger.addFilter(_RedactTokens())
 
 
 def _init_database(app: Flask) -> None:
@@ -97,14 +118,15 @@ def _init_web(app: Flask) -> None:
     from app.orders import install as install_orders
 
     install_orders()
+    from app.desk import realtime
+
     sockets.register()  # before init_app: handlers are bound to each new server from the list
-    socketio.init_app(
-        app,
-        message_queue=app.config.get("REDIS_URL"),
-        channel=app.config["SOCKETIO_CHANNEL"],
-        logger=False,
-        engineio_logger=False,
-    )
+    manager = realtime.client_manager(app)
+    # The extension keeps options across init_app calls (tests build many apps): start clean.
+    for option in ("client_manager", "message_queue", "channel"):
+        socketio.server_options.pop(option, None)
+    queue = {"client_manager": manager} if manager is not None else {}
+    socketio.init_app(app, logger=False, engineio_logger=False, **queue)
 
 
 def _register_blueprints(app: Flask) -> None:

@@ -40,15 +40,63 @@ def register(app: Flask) -> None:
 
 @click.command("scheduler")
 def scheduler_command():
-    """Run the background jobs (pollers, inbox) in this process, in the foreground (production)."""
-    from apscheduler.schedulers.blocking import BlockingScheduler
+    """Run the background jobs (pollers, inbox, queue) in this process, in the foreground (production).
 
+    With REDIS_URL, run two or more: one leads (holds the Redis lease) and runs the jobs, the
+    others wait and take over within seconds when it stops or dies. Without Redis, run only one.
+    """
     from app import scheduler
 
     app = current_app._get_current_object()
     _start_background_workers(app)
-    click.echo("scheduler running: pollers per shop, inbox and outbox workers, assignment queue")
-    scheduler.configure(app, BlockingScheduler(timezone="UTC", job_defaults=scheduler.JOB_DEFAULTS)).start()
+    if not app.config.get("REDIS_URL"):
+        from apscheduler.schedulers.blocking import BlockingScheduler
+
+        click.echo("scheduler running without Redis: no leader lock, run only one of these")
+        scheduler.configure(app, BlockingScheduler(timezone="UTC", job_defaults=scheduler.JOB_DEFAULTS)).start()
+        return
+    _run_led_scheduler(app)
+
+
+def _run_led_scheduler(app) -> None:
+    """Jobs paused until this process holds the lease; paused again the moment it is lost."""
+    import signal
+    import threading
+
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from app import leader, scheduler
+
+    config = app.config
+    lease = config["SCHEDULER_LEASE_SECONDS"]
+    renew = min(config["SCHEDULER_RENEW_SECONDS"], lease / 3)
+    lead = leader.Leadership(leader.redis_client(config["REDIS_URL"], lease), leader.lock_key(config), lease)
+    scheduler.leadership = lead
+    jobs = scheduler.configure(app, BackgroundScheduler(timezone="UTC", job_defaults=scheduler.JOB_DEFAULTS))
+    jobs.start(paused=True)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    click.echo(f"scheduler {lead.identity} waiting for the lead (lease {lease:g} s)")
+    running = False
+    try:
+        while not stopping.is_set():
+            if lead.tick() != running:
+                running = not running
+                if running:
+                    click.echo(f"scheduler {lead.identity} leads: jobs running")
+                    jobs.resume()
+                else:
+                    click.echo(f"scheduler {lead.identity} lost the lead: jobs paused")
+                    jobs.pause()
+            stopping.wait(renew)
+    finally:
+        jobs.pause()
+        # Let a running job finish (its advisory lock keeps the next leader from starting it
+        # twice meanwhile), then hand the lead over at once rather than after the lease.
+        jobs.shutdown(wait=True)
+        lead.release()
+        click.echo(f"scheduler {lead.identity} stopped")
 
 
 def _start_background_workers(app) -> None:
@@ -108,14 +156,27 @@ simulator_cli = AppGroup("simulator", help="The bundled platform simulator on a 
 )
 @click.option("--burst", type=int, default=0, help="Play a livestream burst of N orders on every shop.")
 @click.option("--seconds", type=float, default=300.0, show_default=True, help="Duration of the burst.")
-def simulator_run_command(host, port, shops, burst, seconds):
+@click.option(
+    "--retry-delays",
+    default=None,
+    help="Seconds between re-sends of an unacknowledged push, comma separated (default: the platform's, "
+    "5 s up to 2 h; tests compress them).",
+)
+def simulator_run_command(host, port, shops, burst, seconds, retry_delays):
     """Serve the simulated platform (platform paths at the root, control API under /_sim)."""
     from werkzeug.serving import run_simple
 
     from app.platform.simulator import Simulator, create_simulator_app
     from app.platform.simulator.scenario import Burst
 
-    simulator = Simulator.create()
+    if retry_delays:
+        try:
+            delays = tuple(float(d) for d in retry_delays.split(","))
+        except ValueError:
+            raise click.BadParameter("comma-separated seconds, e.g. 0.5,1,2", param_hint="--retry-delays") from None
+        simulator = Simulator.create(retry_delays=delays)
+    else:
+        simulator = Simulator.create()
     for spec in shops:
         appid, secret, token, aes_key, *rest = spec.split(":", 4)
         sim_shop = simulator.platform.add_shop(appid, secret, token, aes_key, rest[0] if rest else None)

@@ -25,7 +25,7 @@ def start(app: Flask, host: str, port: int) -> None:
     simulator = app.extensions.get("channeldesk.simulator")
     if simulator is not None:
         register_demo_shops(app, simulator, f"http://{host}:{port}")
-    scheduler.start_background(app)
+    app.extensions["channeldesk.embedded_scheduler"] = scheduler.start_background(app)
 
 
 def register_demo_shops(app: Flask, simulator, base_url: str) -> list[str]:

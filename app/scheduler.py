@@ -1,14 +1,25 @@
 """Background jobs (APScheduler 3.x): per-shop pollers, the inbox and outbox safety nets, the
 assignment queue's periodic drain.
 
-One scheduler per deployment: embedded in `flask serve` for the demo, or `flask scheduler` as its own
-process in production (a lock that makes a second one wait arrives with the production-shape work).
-Jobs are module-level functions with fixed ids, run inside an app context, never two at once per id.
+One scheduler per deployment: embedded in `flask serve` for the demo (one process, no lock needed),
+or `flask scheduler` as its own process in production. With Redis, several `flask scheduler`
+processes may run: the one holding the lease (app/leader.py) runs the jobs, the others wait paused
+and take over within seconds when it dies.
+
+Jobs are module-level functions with fixed ids, run inside an app context. Every run goes through
+``guarded``: it runs only while this process holds the lease (when it runs under one), and on
+PostgreSQL only while it holds an advisory lock named after the job, so a job still running in a
+leader that just lost its lease (a pause, a Redis hiccup) is never run a second time at once by the
+new leader. The advisory lock lives on the job's own connection and dies with it (a killed process
+frees its locks at once).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
+import time
 
 import sqlalchemy as sa
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -20,6 +31,77 @@ from app.models import Shop
 
 log = logging.getLogger(__name__)
 _app: Flask | None = None
+# Set by `flask scheduler` when it runs under a Redis lease (app/leader.py); None: run always.
+leadership = None
+
+
+def _advisory_key(job_id: str) -> int:
+    """A stable signed 64-bit key per job id (PostgreSQL advisory locks take a bigint)."""
+    return int.from_bytes(hashlib.blake2b(f"scheduler:{job_id}".encode(), digest_size=8).digest(), "big", signed=True)
+
+
+@contextlib.contextmanager
+def job_lock(job_id: str):
+    """Yields True when this process may run the job now (PostgreSQL: a session advisory lock on a
+    connection of its own; elsewhere: one process, APScheduler's max_instances suffices)."""
+    engine = db.engine
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    key = _advisory_key(job_id)
+    with engine.connect() as conn:
+        got = conn.scalar(sa.select(sa.func.pg_try_advisory_lock(key)))
+        conn.commit()
+        try:
+            yield bool(got)
+        finally:
+            if got:
+                try:
+                    conn.scalar(sa.select(sa.func.pg_advisory_unlock(key)))
+                    conn.commit()
+                except Exception:
+                    # Never hand a connection holding the lock back to the pool.
+                    conn.invalidate()
+                    raise
+
+
+def guarded(job_id: str, func, *args) -> None:
+    """Run one job if this process leads (or runs unled) and no other run of it is under way."""
+    lead = leadership
+    if lead is not None and not lead.holds():
+        return
+    with _app.app_context():
+        try:
+            with job_lock(job_id) as free:
+                if not free:
+                    log.info("job %s is still running elsewhere; this run is skipped", job_id)
+                    return
+                if lead is not None and not lead.holds():
+                    return  # the lease ran out while waiting for the lock
+                started = time.time()
+                try:
+                    func(*args)
+                finally:
+                    if lead is not None:
+                        from app import leader
+
+                        lead.record_run(leader.runs_key(_app.config), job_id, started, time.time())
+        finally:
+            db.session.remove()
+
+
+def _add(scheduler: BaseScheduler, job_id: str, func, seconds: float, args: tuple = (), **options) -> None:
+    scheduler.add_job(
+        guarded,
+        "interval",
+        seconds=seconds,
+        args=(job_id, func, *args),
+        id=job_id,
+        replace_existing=True,
+        max_instances=1,
+        coalesce=True,
+        **options,
+    )
 
 
 def sync_job(kind: str, shop_id: int) -> None:
@@ -94,17 +176,7 @@ def reconcile_job(scheduler: BaseScheduler) -> None:
             job.remove()
     for job_id, (kind, shop_id) in wanted.items():
         if scheduler.get_job(job_id) is None:
-            scheduler.add_job(
-                sync_job,
-                "interval",
-                seconds=intervals[kind],
-                args=(kind, shop_id),
-                id=job_id,
-                replace_existing=True,
-                max_instances=1,
-                coalesce=True,
-                next_run_time=_now(),
-            )
+            _add(scheduler, job_id, sync_job, intervals[kind], (kind, shop_id), next_run_time=_now())
 
 
 def _now():
@@ -116,32 +188,10 @@ def _now():
 def configure(app: Flask, scheduler: BaseScheduler) -> BaseScheduler:
     global _app
     _app = app
-    scheduler.add_job(
-        reconcile_job,
-        "interval",
-        seconds=60,
-        args=(scheduler,),
-        id="shops:reconcile",
-        replace_existing=True,
-        max_instances=1,
-        coalesce=True,
-        next_run_time=_now(),
-    )
-    scheduler.add_job(
-        drain_inbox_job, "interval", seconds=2, id="inbox:drain", replace_existing=True, max_instances=1, coalesce=True
-    )
-    scheduler.add_job(
-        drain_outbox_job,
-        "interval",
-        seconds=2,
-        id="outbox:drain",
-        replace_existing=True,
-        max_instances=1,
-        coalesce=True,
-    )
-    scheduler.add_job(
-        assignment_job, "interval", seconds=15, id="desk:assign", replace_existing=True, max_instances=1, coalesce=True
-    )
+    _add(scheduler, "shops:reconcile", reconcile_job, 60, (scheduler,), next_run_time=_now())
+    _add(scheduler, "inbox:drain", drain_inbox_job, 2)
+    _add(scheduler, "outbox:drain", drain_outbox_job, 2)
+    _add(scheduler, "desk:assign", assignment_job, 15)
     return scheduler
 
 

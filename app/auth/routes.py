@@ -81,6 +81,11 @@ def login():
 @login_required
 def logout():
     audit.record("auth.logout", subject_kind="user", subject_id=str(current_user.id))
+    # Sessions are signed cookies, not stored: a copy of this one (a shared computer, a leaked
+    # header) would sign in again until it expired. A new session version voids every cookie of
+    # this user, so signing out signs out everywhere (the security review, docs/security.md).
+    user = current_user._get_current_object()
+    user.session_version = (user.session_version or 1) + 1
     db.session.commit()
     logout_user()
     session.clear()

@@ -11,7 +11,9 @@ Rooms (docs/api.md): ``user:<id>`` every tab of a user, ``conversation:<id>`` ta
 from __future__ import annotations
 
 import logging
+import time
 
+import socketio as socketio_lib
 from flask import Flask
 from flask_socketio import SocketIO
 
@@ -33,6 +35,44 @@ def conversation_room(conversation_id: int) -> str:
 
 def watch_room(shop_id: int) -> str:
     return f"watch:{shop_id}"
+
+
+class ResyncingRedisManager(socketio_lib.RedisManager):
+    """python-socketio's Redis manager, telling this process's browsers to re-sync when its
+    subscription comes back after Redis was away: events published meanwhile are lost to every
+    process, while the browsers' websockets to this process never dropped (so they would not know)."""
+
+    def _redis_listen_with_retries(self):  # mirrors the parent's loop, plus the re-sync
+        retry_sleep = 1
+        subscribed = False
+        failed = False
+        while True:
+            try:
+                if not subscribed:
+                    self._redis_connect()
+                    self.pubsub.subscribe(self.channel)
+                    subscribed = True
+                    retry_sleep = 1
+                    if failed:
+                        failed = False
+                        log.warning("Redis is back: telling this process's consoles to re-sync")
+                        # Manager.emit delivers to this process's clients only (no publish).
+                        socketio_lib.Manager.emit(self, "resync", {"reason": "realtime_restored"}, namespace=NAMESPACE)
+                yield from self.pubsub.listen()
+            except Exception as exc:
+                log.warning("Socket.IO lost Redis (%s); retrying in %s s", type(exc).__name__, retry_sleep)
+                subscribed = False
+                failed = True
+                time.sleep(retry_sleep)
+                retry_sleep = min(retry_sleep * 2, 8)
+
+
+def client_manager(app: Flask):
+    """The web processes' Socket.IO manager: through Redis when configured, else in-process."""
+    url = app.config.get("REDIS_URL")
+    if not url:
+        return None
+    return ResyncingRedisManager(url, channel=app.config["SOCKETIO_CHANNEL"])
 
 
 def use_write_only(app: Flask) -> None:

@@ -183,8 +183,9 @@ def listen_for_wakes(app: Flask) -> threading.Thread | None:
                     workers = app.extensions.get(key) if key else None
                     if workers is not None:
                         workers.wake()
-            except Exception:
-                log.warning("wake-up listener lost Redis; reconnecting in a second", exc_info=True)
+            except Exception as exc:
+                # Redis restarting is expected now and then: one line, not a traceback.
+                log.warning("wake-up listener lost Redis (%s); reconnecting in a second", type(exc).__name__)
                 threading.Event().wait(1.0)
 
     thread = threading.Thread(target=run, name="wake-listener", daemon=True)

@@ -132,7 +132,9 @@ class Credentials:
 
 
 def ids_to_str(value: Any) -> Any:
-    """Platform ids as strings, recursively: ``*_id`` keys and ``*_id_list`` lists."""
+    """Platform ids as strings, recursively: ``*_id`` keys and ``*_id_list`` lists. A NUL
+    character in any text becomes U+FFFD: PostgreSQL cannot store it, and refusing the push would
+    lose the buyer's message (the platform gives up after its re-sends)."""
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
@@ -145,6 +147,8 @@ def ids_to_str(value: Any) -> Any:
         return out
     if isinstance(value, list):
         return [ids_to_str(item) for item in value]
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
     return value
 
 

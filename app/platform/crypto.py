@@ -46,6 +46,12 @@ def sha1_signature(*parts: str) -> str:
     return hashlib.sha1("".join(sorted(str(p) for p in parts)).encode()).hexdigest()  # noqa: S324 - the platform's scheme
 
 
+def _same(expected: str, given: str | None) -> bool:
+    """Constant-time comparison that takes any text: compare_digest refuses non-ASCII str (a
+    TypeError, which was a 500 for a signature with one such character: found by the fuzz tests)."""
+    return hmac.compare_digest(expected.encode(), (given or "").encode("utf-8", "surrogatepass"))
+
+
 class PushCrypto:
     def __init__(self, token: str, encoding_aes_key: str, appid: str):
         try:
@@ -61,12 +67,12 @@ class PushCrypto:
     # --- signatures -------------------------------------------------------------------------
 
     def check_url(self, signature: str, timestamp: str, nonce: str) -> None:
-        if not hmac.compare_digest(sha1_signature(self.token, timestamp, nonce), signature or ""):
+        if not _same(sha1_signature(self.token, timestamp, nonce), signature):
             raise SignatureMismatch("URL signature does not match")
 
     def _check_msg_signature(self, msg_signature: str, timestamp: str, nonce: str, encrypted: str) -> None:
         expected = sha1_signature(self.token, timestamp, nonce, encrypted)
-        if not hmac.compare_digest(expected, msg_signature or ""):
+        if not _same(expected, msg_signature):
             raise SignatureMismatch("msg_signature does not match")
 
     # --- AES ----------------------------------------------------------------------------------

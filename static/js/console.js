@@ -1708,6 +1708,13 @@
         showBanner(t("reconnecting"));
       }
     });
+    // Redis came back after a blip: events published meanwhile are lost, though this socket stayed
+    // connected. Re-read what a reconnect would.
+    socket.on("resync", function () {
+      loadInbox(false);
+      loadMineUnread();
+      if (conv && conv.loaded) { resyncConversation(); }
+    });
     socket.on("conversation.updated", function (data) {
       if (!data || !data.conversation) { return; }
       applySummary(data.conversation, data.reason);

@@ -28,6 +28,7 @@ class Simulator:
         platform = SimPlatform()
         sender = PushSender(workers=push_workers, retry_delays=retry_delays)
         platform.push = sender.enqueue
+        sender.is_down = lambda: platform.down
         return cls(platform=platform, sender=sender)
 
     def mount(self, app: Flask, url_prefix: str = "/sim") -> None:

@@ -48,6 +48,13 @@ def _reasons() -> list[dict]:
     return [dict(r) for r in REJECT_REASONS]
 
 
+@bp.before_request
+def _outage():
+    if platform().down and "/_sim/" not in request.path:
+        return "platform unavailable", 503
+    return None
+
+
 def platform() -> SimPlatform:
     return current_app.extensions["channeldesk.simulator"].platform
 
@@ -154,6 +161,17 @@ def set_faults():
     return jsonify(vars(shop.faults))
 
 
+@bp.post("/_sim/outage")
+def outage():
+    """The whole platform down ({"down": true}) or back ({"down": false})."""
+    data = request.get_json(force=True)
+    sim = current_app.extensions["channeldesk.simulator"]
+    sim.platform.down = bool(data.get("down"))
+    if not sim.platform.down:
+        sim.sender.resume()
+    return jsonify(down=sim.platform.down)
+
+
 @bp.post("/_sim/buyer_message")
 def buyer_message():
     data = request.get_json(force=True)
@@ -239,6 +257,19 @@ def state():
             addresses=sorted(shop.addresses),
             sent=shop.sent,
         )
+
+
+@bp.get("/_sim/pushes")
+def pushes():
+    """The push sender's counters: waiting (incl. retries), delivered, failed attempts, dropped."""
+    sender = current_app.extensions["channeldesk.simulator"].sender
+    return jsonify(
+        pending=sender.pending(),
+        in_flight=sender._busy(),
+        delivered=sender.delivered,
+        failed_attempts=sender.failed_attempts,
+        dropped=sender.dropped,
+    )
 
 
 @bp.get("/_sim/calls")

@@ -15,6 +15,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
@@ -51,6 +52,8 @@ class PushSender:
         # (sent at, appid, payload) of the latest accepted deliveries; bounded for a demo that runs for days.
         self.log: deque[tuple[float, str, dict]] = deque(maxlen=10_000)
         self._in_flight = 0
+        # While this says so (the platform is down), nothing is delivered; resume() wakes the senders.
+        self.is_down: Callable[[], bool] = lambda: False
         self._threads = [threading.Thread(target=self._run, name=f"sim-push-{i}", daemon=True) for i in range(workers)]
         for thread in self._threads:
             thread.start()
@@ -78,6 +81,10 @@ class PushSender:
             for delivery in self._held.values():
                 heapq.heappush(self._heap, delivery)
             self._held.clear()
+            self._cv.notify_all()
+
+    def resume(self) -> None:
+        with self._cv:
             self._cv.notify_all()
 
     def pending(self) -> int:
@@ -111,7 +118,10 @@ class PushSender:
         session = requests.Session()
         while True:
             with self._cv:
-                while not self._stopping and (not self._heap or self._heap[0].due > time.monotonic()):
+                while not self._stopping and (not self._heap or self._heap[0].due > time.monotonic() or self.is_down()):
+                    if self.is_down():
+                        self._cv.wait(timeout=0.5)
+                        continue
                     self._cv.wait(timeout=(self._heap[0].due - time.monotonic()) if self._heap else None)
                 if self._stopping:
                     return

@@ -133,6 +133,9 @@ class SimPlatform:
         self.shops: dict[str, SimShop] = {}
         self._ids = itertools.count(1)
         self.push: Callable[[SimShop, dict], None] = lambda shop, payload: None
+        # The whole platform down (fault): every platform path answers HTTP 503 and no push goes out
+        # (they wait, as the platform's do, and are delivered when it is back). The control API works.
+        self.down = False
 
     # --- setup ----------------------------------------------------------------------------------
 

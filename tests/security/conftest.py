@@ -1,0 +1,1 @@
+from tests.platform.conftest import polled_shop, simulator  # noqa: F401 (fixtures)
