@@ -75,6 +75,21 @@ def assignment_job() -> None:
             db.session.remove()
 
 
+def rules_sweep_job() -> None:
+    """The rules' safety net: evaluations for waiting after-sales that have none (see app/rules/live.py)."""
+    from app.rules import live
+
+    with _app.app_context():
+        try:
+            queued = live.sweep()
+            if queued:
+                log.info("queued %d missed rule evaluations", queued)
+        except Exception:
+            log.exception("rules sweep failed")
+        finally:
+            db.session.remove()
+
+
 def reconcile_job(scheduler: BaseScheduler) -> None:
     """Keep one poller job per active shop and kind, at the configured intervals."""
     with _app.app_context():
@@ -138,6 +153,9 @@ def configure(app: Flask, scheduler: BaseScheduler) -> BaseScheduler:
         replace_existing=True,
         max_instances=1,
         coalesce=True,
+    )
+    scheduler.add_job(
+        rules_sweep_job, "interval", seconds=30, id="rules:sweep", replace_existing=True, max_instances=1, coalesce=True
     )
     scheduler.add_job(
         assignment_job, "interval", seconds=15, id="desk:assign", replace_existing=True, max_instances=1, coalesce=True
