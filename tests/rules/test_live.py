@@ -170,9 +170,9 @@ def test_daily_count_cap(app, rules_shop):
     assert len(ok_calls(rules_shop)) == 2
     outcomes = [d.outcome for d in decisions(app)]
     assert sorted(outcomes) == ["approved", "approved", "capped"]
-    capped = [d for d in decisions(app) if d.outcome == "capped"][0]
+    capped = next(d for d in decisions(app) if d.outcome == "capped")
     assert "上限" in after_sale_row(app, int(capped.subject_id)).human_note
-    assert len(pks) == 3
+    assert len(pks) == 3 and str(pks[-1]) == capped.subject_id, "the third of the day is held back"
 
 
 def test_daily_amount_cap(app, rules_shop):
