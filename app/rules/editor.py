@@ -97,7 +97,7 @@ def read_form(form, *, allow_auto_reject: bool = False) -> Draft:
                 parse_problems.append(Problem("conditions", out_index, message))
                 condition["value"] = 0
         draft.conditions.append(condition)
-    for out_index, n in enumerate(_rows(form, "a", "kind")):
+    for n in _rows(form, "a", "kind"):
         kind = form.get(f"a-{n}-kind")
         action: dict = {"kind": kind}
         text = (form.get(f"a-{n}-text") or "").strip()

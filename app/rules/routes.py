@@ -290,7 +290,7 @@ def settings(shop_id: int):
 def _date_arg(name: str) -> str:
     text = (request.args.get(name) or "").strip()[:10]
     try:
-        datetime.strptime(text, "%Y-%m-%d")
+        datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)  # only checks the format
     except ValueError:
         return ""
     return text

@@ -195,7 +195,9 @@ def _decision(app, shop_id, rule_id, outcome, subject, amount=None, **extra):
 
 
 def test_decision_log_filters_and_shows_the_inputs(app, world, login):
-    _decision(app, world.a.shop_id, world.a.rule_id, "approved", "901", 12900, platform_response={"result": "succeeded"})
+    _decision(
+        app, world.a.shop_id, world.a.rule_id, "approved", "901", 12900, platform_response={"result": "succeeded"}
+    )
     _decision(app, world.a.shop_id, world.a.rule_id, "no_match", "902")
     _decision(app, world.a.shop_id, world.a.rule_id, "escalated", "903", 500, error="unavailable: system busy",
               created_at=utcnow().replace(year=2025))
