@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -232,7 +233,7 @@ def sweep(since: timedelta = timedelta(hours=24), limit: int = 500) -> int:
 # --- evaluating ------------------------------------------------------------------------------------
 
 
-def decision_key(rule: Rule, subject_kind: str, subject_id: str, state: str) -> str:
+def decision_key(rule, subject_kind: str, subject_id: str, state: str) -> str:
     return f"{rule.id}:v{rule.version}:{subject_kind}:{subject_id}:{state}"
 
 
@@ -255,11 +256,34 @@ def _subject(shop: Shop, subject_kind: str, subject_id: str):
     return None
 
 
-def rules_for(shop_id: int, trigger: str) -> list[Rule]:
-    return list(db.session.scalars(
-        sa.select(Rule).where(Rule.shop_id == shop_id, Rule.trigger == trigger, Rule.enabled)
+@dataclass(frozen=True)
+class RuleSnapshot:
+    """A rule as read at the start of an evaluation: plain values, unaffected by the commits that follow."""
+
+    id: int
+    version: int
+    dry_run: bool
+    definition: dict
+
+
+@dataclass(frozen=True)
+class DecisionRef:
+    id: int
+    idempotency_key: str
+    subject_id: str
+
+
+def rules_for(shop_id: int, trigger: str) -> list[RuleSnapshot]:
+    rows = db.session.execute(
+        sa.select(Rule.id, Rule.version, Rule.dry_run, Rule.trigger, Rule.conditions, Rule.actions)
+        .where(Rule.shop_id == shop_id, Rule.trigger == trigger, Rule.enabled)
         .order_by(Rule.position, Rule.id)
-    ))
+    ).all()
+    return [
+        RuleSnapshot(r.id, r.version, r.dry_run, {"trigger": r.trigger, "conditions": r.conditions or [],
+                                                   "actions": r.actions or []})
+        for r in rows
+    ]
 
 
 def definition_of(rule: Rule) -> dict:
@@ -273,30 +297,48 @@ def evaluate_subject(shop: Shop, trigger: str, subject_kind: str, subject_id: st
         db.session.rollback()
         return []
     row, snapshot, state = found
+    row_pk = row.id
+    shop_id, shop_tz = shop.id, shop.tz
     decided: list[int] = []
-    for rule in rules_for(shop.id, trigger):
+    for rule in rules_for(shop_id, trigger):
         key = decision_key(rule, subject_kind, subject_id, state)
-        existing = db.session.scalar(sa.select(RuleDecision).where(RuleDecision.idempotency_key == key))
+        existing = db.session.execute(
+            sa.select(RuleDecision.id, RuleDecision.outcome, RuleDecision.action_id)
+            .where(RuleDecision.idempotency_key == key)
+        ).first()
         if existing is not None:
             decided.append(existing.id)
             if existing.outcome == APPROVING and existing.action_id is None:
-                _approve(shop, rule, existing)  # a crash between deciding and queueing: finish it
+                # A crash between deciding and queueing the approval: finish it.
+                _approve(rule, DecisionRef(existing.id, key, subject_id))
             if existing.outcome != NO_MATCH:
                 break
             continue
-        result = engine.evaluate(definition_of(rule), snapshot)
-        decision = _decide(shop, rule, key, trigger, subject_kind, subject_id, row, snapshot, result)
-        if decision is None:  # another worker decided this very subject meanwhile: its decision stands
+        result = engine.evaluate(rule.definition, snapshot)
+        context = _Context(shop_id, shop_tz, trigger, subject_kind, subject_id, row_pk, snapshot)
+        outcome = _decide(context, rule, key, result)
+        if outcome is None:  # another worker decided this very subject meanwhile: its decision stands
             break
-        decided.append(decision.id)
-        if decision.outcome != NO_MATCH:
+        decided.append(outcome[0])
+        if outcome[1] != NO_MATCH:
             break
     db.session.commit()
     return decided
 
 
-def _local_day_start(shop: Shop, now: datetime) -> datetime:
-    local = now.astimezone(shop.tz)
+@dataclass(frozen=True)
+class _Context:
+    shop_id: int
+    shop_tz: object
+    trigger: str
+    subject_kind: str
+    subject_id: str
+    row_pk: int
+    snapshot: dict
+
+
+def _local_day_start(tz, now: datetime) -> datetime:
+    local = now.astimezone(tz)
     return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(now.tzinfo)
 
 
@@ -311,11 +353,15 @@ def _cap_lock(shop_id: int) -> None:
 
 def used_today(shop: Shop, now: datetime | None = None) -> tuple[int, int]:
     """(count, amount in fen) of today's automatic approvals (shop-local day), not dry runs."""
+    return _used_today(shop.id, shop.tz, now)
+
+
+def _used_today(shop_id: int, tz, now: datetime | None = None) -> tuple[int, int]:
     now = now or utcnow()
     count, amount = db.session.execute(
         sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(RuleDecision.amount_fen), 0)).where(
-            RuleDecision.shop_id == shop.id,
-            RuleDecision.created_at >= _local_day_start(shop, now),
+            RuleDecision.shop_id == shop_id,
+            RuleDecision.created_at >= _local_day_start(tz, now),
             RuleDecision.outcome.in_(COUNTED),
             RuleDecision.dry_run.is_(False),
         )
@@ -323,66 +369,74 @@ def used_today(shop: Shop, now: datetime | None = None) -> tuple[int, int]:
     return int(count), int(amount)
 
 
-def _insert_decision(values: dict) -> RuleDecision | None:
-    """Insert-or-nothing on the idempotency key: None when it exists (decided by another worker)."""
+def _insert_decision(values: dict) -> int | None:
+    """Insert-or-nothing on the idempotency key: the new id, None when it exists (decided elsewhere)."""
     from sqlalchemy.dialects.postgresql import insert as pg_insert
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     table = RuleDecision.__table__
     dialect_insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
     stmt = dialect_insert(table).values(**values).on_conflict_do_nothing().returning(table.c.id)
-    new_id = db.session.execute(stmt).scalar()
-    return db.session.get(RuleDecision, new_id) if new_id is not None else None
+    return db.session.execute(stmt).scalar()
 
 
-def _decide(shop, rule, key, trigger, subject_kind, subject_id, row, snapshot, result) -> RuleDecision | None:
-    settings = settings_for(shop.id)
-    definition = definition_of(rule)
-    approving = engine.approves(definition)
-    amount = snapshot.get("refund_amount_fen") if approving else None
+def _note_for_people(context: _Context, note: str, decision_id: int) -> None:
+    if context.subject_kind == "after_sale":
+        after_sale = db.session.get(AfterSale, context.row_pk)
+        if after_sale is not None:
+            hand_to_people(after_sale, note, decision_id)
+
+
+def _decide(context: _Context, rule: RuleSnapshot, key: str, result) -> tuple[int, str] | None:
+    """Record the decision (once) and act on it; (decision id, outcome), None if decided elsewhere."""
+    settings = settings_for(context.shop_id)
+    approving = engine.approves(rule.definition)
+    amount = context.snapshot.get("refund_amount_fen") if approving else None
     values = {
-        "shop_id": shop.id, "rule_id": rule.id, "rule_version": rule.version, "trigger": trigger,
-        "subject_kind": subject_kind, "subject_id": subject_id, "idempotency_key": key,
-        "dry_run": rule.dry_run, "amount_fen": amount, "inputs": snapshot, "trace": result.as_dict(),
+        "shop_id": context.shop_id, "rule_id": rule.id, "rule_version": rule.version, "trigger": context.trigger,
+        "subject_kind": context.subject_kind, "subject_id": context.subject_id, "idempotency_key": key,
+        "dry_run": rule.dry_run, "amount_fen": amount, "inputs": context.snapshot, "trace": result.as_dict(),
         "created_at": utcnow(),
     }
     if not result.matched:
-        decision = _insert_decision({**values, "outcome": NO_MATCH})
+        outcome, error, note = NO_MATCH, None, None
+    elif settings.paused:
+        outcome, error, note = KILLED, "automation paused (kill switch)", "自动规则已暂停（总开关），请人工处理。"
+    elif rule.dry_run:
+        outcome, error, note = (WOULD_APPROVE if approving else WOULD_ACT), None, None
+    elif not approving:
+        outcome, error, note = ACTED, None, None
+    else:
+        outcome = None
+    if outcome is not None:
+        decision_id = _insert_decision({**values, "outcome": outcome, "error": error})
+        if decision_id is not None and note:
+            _note_for_people(context, note, decision_id)
         db.session.commit()
-        return decision
-    if settings.paused:
-        decision = _insert_decision({**values, "outcome": KILLED, "error": "automation paused (kill switch)"})
-        if decision is not None and subject_kind == "after_sale":
-            hand_to_people(row, "自动规则已暂停（总开关），请人工处理。", decision)
-        db.session.commit()
-        return decision
-    if rule.dry_run:
-        decision = _insert_decision({**values, "outcome": WOULD_APPROVE if approving else WOULD_ACT})
-        db.session.commit()
-        return decision
-    if approving:
+        if decision_id is not None and outcome == ACTED:
+            _other_actions(context, rule, DecisionRef(decision_id, key, context.subject_id))
+        return (decision_id, outcome) if decision_id is not None else None
+    if db.engine.dialect.name != "postgresql":
         db.session.commit()  # SQLite: a read transaction cannot safely turn into the write lock
-        with _cap_guard(shop.id):
-            count, used = used_today(shop)
-            over = None
-            if count + 1 > settings.daily_count_cap:
-                over = f"daily cap of {settings.daily_count_cap} automatic approvals reached"
-            elif used + (amount or 0) > settings.daily_amount_cap_fen:
-                over = f"daily cap of {settings.daily_amount_cap_fen} fen approved automatically reached"
-            decision = _insert_decision({**values, "outcome": CAPPED if over else APPROVING, "error": over})
-            if decision is not None and over:
-                hand_to_people(row, "已达到今日自动审批上限，请人工处理。", decision)
-            db.session.commit()  # ends the lock: the approval is counted from here on
-        if decision is None or over:
-            return decision
-        _approve(shop, rule, decision)
-        _other_actions(shop, rule, decision, row, snapshot)
-        return decision
-    decision = _insert_decision({**values, "outcome": ACTED})
-    db.session.commit()
-    if decision is not None:
-        _other_actions(shop, rule, decision, row, snapshot)
-    return decision
+    with _cap_guard(context.shop_id):
+        count, used = _used_today(context.shop_id, context.shop_tz)
+        over = None
+        if count + 1 > settings.daily_count_cap:
+            over = f"daily cap of {settings.daily_count_cap} automatic approvals reached"
+        elif used + (amount or 0) > settings.daily_amount_cap_fen:
+            over = f"daily cap of {settings.daily_amount_cap_fen} fen approved automatically reached"
+        decision_id = _insert_decision({**values, "outcome": CAPPED if over else APPROVING, "error": over})
+        if decision_id is not None and over:
+            _note_for_people(context, "已达到今日自动审批上限，请人工处理。", decision_id)
+        db.session.commit()  # ends the lock: the approval is counted from here on
+    if decision_id is None:
+        return None
+    if over:
+        return decision_id, CAPPED
+    ref = DecisionRef(decision_id, key, context.subject_id)
+    _approve(rule, ref)
+    _other_actions(context, rule, ref)
+    return decision_id, APPROVING
 
 
 class _cap_guard:  # noqa: N801 (a context manager used like a lock)
@@ -406,66 +460,64 @@ class _cap_guard:  # noqa: N801 (a context manager used like a lock)
         return False
 
 
-def _request_id(decision: RuleDecision) -> str:
+def _request_id(decision: DecisionRef) -> str:
     return "rule_" + hashlib.sha256(decision.idempotency_key.encode()).hexdigest()[:40]
 
 
-def _approve(shop: Shop, rule: Rule, decision: RuleDecision) -> None:
+def _approve(rule: RuleSnapshot, decision: DecisionRef) -> None:
     """Queue the approval as the rule actor; a refusal (state, address) hands the case to people."""
     from app.orders import actions
 
-    kind = engine.approves({"actions": rule.actions or []})
-    decision_id = decision.id
-    actor = rule_actor()
+    kind = engine.approves(rule.definition)
     try:
-        action, _new = actions.request_action(actor, int(decision.subject_id), kind, _request_id(decision))
+        action, _new = actions.request_action(rule_actor(), int(decision.subject_id), kind, _request_id(decision))
     except actions.ActionError as exc:
         db.session.rollback()
-        decision = db.session.get(RuleDecision, decision_id)
-        decision.outcome = ESCALATED
-        decision.error = f"{exc.code}: {exc.message}"
+        db.session.execute(
+            sa.update(RuleDecision).where(RuleDecision.id == decision.id)
+            .values(outcome=ESCALATED, error=f"{exc.code}: {exc.message}")
+        )
         after_sale = db.session.get(AfterSale, int(decision.subject_id))
         if after_sale is not None:
-            hand_to_people(after_sale, f"自动规则无法审批：{exc.message}", decision)
+            hand_to_people(after_sale, f"自动规则无法审批：{exc.message}", decision.id)
         db.session.commit()
         return
-    decision = db.session.get(RuleDecision, decision_id)
-    decision.action_id = action.id
-    if action.state != "pending":  # already done (an agent's earlier action with this id cannot exist)
-        decision.outcome = APPROVED if action.state == "succeeded" else ESCALATED
+    values: dict = {"action_id": action.id}
+    if action.state != "pending":  # already settled (a resumed decision whose action went through)
+        values["outcome"] = APPROVED if action.state == "succeeded" else ESCALATED
+    db.session.execute(sa.update(RuleDecision).where(RuleDecision.id == decision.id).values(**values))
     db.session.commit()
     _wake()
 
 
-def _other_actions(shop: Shop, rule: Rule, decision: RuleDecision, row, snapshot: dict) -> None:
+def _other_actions(context: _Context, rule: RuleSnapshot, decision: DecisionRef) -> None:
     """Messages, tags and notes: each once (keys derived from the decision), results on the decision."""
     results = []
-    for index, action in enumerate(rule.actions or []):
+    for index, action in enumerate(rule.definition["actions"]):
         kind = action.get("kind")
         if kind == "send_message":
             request_id = f"{_request_id(decision)[:40]}m{index}"
-            results.append({"kind": kind, **_send_message(shop, snapshot, action["text"], request_id)})
+            results.append({"kind": kind, **_send_message(context, action["text"], request_id)})
         elif kind == "tag_buyer":
-            results.append({"kind": kind, **_tag_buyer(shop, snapshot["openid"], action["tag"])})
-        elif kind == "route_to_human" and isinstance(row, AfterSale):
-            after_sale = db.session.get(AfterSale, row.id)
-            hand_to_people(after_sale, action["text"], decision)
+            results.append({"kind": kind, **_tag_buyer(context.shop_id, context.snapshot["openid"], action["tag"])})
+        elif kind == "route_to_human" and context.subject_kind == "after_sale":
+            _note_for_people(context, action["text"], decision.id)
             db.session.commit()
             results.append({"kind": kind, "ok": True})
         elif kind == "reject":
-            results.append({"kind": kind, **_reject(shop, decision, action)})
+            results.append({"kind": kind, **_reject(context.shop_id, decision, action)})
     if results:
-        decision = db.session.get(RuleDecision, decision.id)
-        decision.platform_response = {**(decision.platform_response or {}), "actions": results}
+        row = db.session.get(RuleDecision, decision.id)
+        row.platform_response = {**(row.platform_response or {}), "actions": results}
         db.session.commit()
 
 
-def _send_message(shop: Shop, snapshot: dict, text: str, request_id: str) -> dict:
+def _send_message(context: _Context, text: str, request_id: str) -> dict:
     from app.desk import conversations
 
     conversation_id = db.session.scalar(
         sa.select(Conversation.id).join(Customer, Customer.id == Conversation.customer_id).where(
-            Conversation.shop_id == shop.id, Customer.openid == snapshot["openid"],
+            Conversation.shop_id == context.shop_id, Customer.openid == context.snapshot["openid"],
             Conversation.status == ConversationStatus.OPEN,
         )
     )
@@ -476,14 +528,14 @@ def _send_message(shop: Shop, snapshot: dict, text: str, request_id: str) -> dic
     return {"ok": sent is not None, "reason": None if sent is not None else "budget_or_sent"}
 
 
-def _tag_buyer(shop: Shop, openid: str, tag: str) -> dict:
-    customer = ensure_customer(shop.id, openid)
+def _tag_buyer(shop_id: int, openid: str, tag: str) -> dict:
+    customer = ensure_customer(shop_id, openid)
     tag = tag.strip()[:32]
     exists = db.session.scalar(
         sa.select(CustomerTag.tag).where(CustomerTag.customer_id == customer.id, CustomerTag.tag == tag)
     )
     if exists is None:
-        db.session.add(CustomerTag(shop_id=shop.id, customer_id=customer.id, tag=tag))
+        db.session.add(CustomerTag(shop_id=shop_id, customer_id=customer.id, tag=tag))
     try:
         db.session.commit()
     except IntegrityError:
@@ -491,10 +543,10 @@ def _tag_buyer(shop: Shop, openid: str, tag: str) -> dict:
     return {"ok": True, "tag": tag}
 
 
-def _reject(shop: Shop, decision: RuleDecision, action: dict) -> dict:
+def _reject(shop_id: int, decision: DecisionRef, action: dict) -> dict:
     from app.orders import actions
 
-    if not settings_for(shop.id).allow_auto_reject:
+    if not settings_for(shop_id).allow_auto_reject:
         return {"ok": False, "reason": "auto_reject_not_allowed"}
     try:
         found, _ = actions.request_action(rule_actor(), int(decision.subject_id), "reject",
@@ -508,7 +560,7 @@ def _reject(shop: Shop, decision: RuleDecision, action: dict) -> dict:
     return {"ok": True, "action_id": found.id}
 
 
-def hand_to_people(after_sale: AfterSale, note: str, decision: RuleDecision | None = None) -> None:
+def hand_to_people(after_sale: AfterSale, note: str, decision_id: int | None = None) -> None:
     """Put a note on the case for the after-sale queue and the sidebar (in the current transaction)."""
     after_sale.human_note = note[:500]
     after_sale.human_note_at = utcnow()
@@ -518,7 +570,7 @@ def hand_to_people(after_sale: AfterSale, note: str, decision: RuleDecision | No
         shop_id=after_sale.shop_id,
         subject_kind="after_sale",
         subject_id=after_sale.after_sale_order_id,
-        details={"note": note[:500], "decision_id": decision.id if decision is not None else None},
+        details={"note": note[:500], "decision_id": decision_id},
     )
 
 
@@ -538,7 +590,8 @@ def _on_action_outcome(action: AfterSaleAction, outcome: str, details: dict) -> 
     decision.platform_response = {**(decision.platform_response or {}), "result": "failed", **details}
     after_sale = db.session.get(AfterSale, action.after_sale_pk)
     if after_sale is not None:
-        hand_to_people(after_sale, f"自动审批失败（{details.get('error')}）：{details.get('errmsg') or ''}", decision)
+        note = f"自动审批失败（{details.get('error')}）：{details.get('errmsg') or ''}"
+        hand_to_people(after_sale, note, decision.id)
 
 
 # --- the outbox handler ----------------------------------------------------------------------------
