@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from app import audit
@@ -22,6 +23,17 @@ from app.rules import backtest, bp, editor, engine, live
 from app.web import int_arg
 
 PAGE_SIZE = 100
+OUTCOME_LABELS = {
+    live.APPROVED: _l("Approved"),
+    live.APPROVING: _l("Sent to the platform"),
+    live.ESCALATED: _l("Handed to people"),
+    live.WOULD_APPROVE: _l("Would have approved"),
+    live.WOULD_ACT: _l("Would have acted"),
+    live.ACTED: _l("Acted"),
+    live.CAPPED: _l("Daily cap reached"),
+    live.KILLED: _l("Automation paused"),
+    live.NO_MATCH: _l("No match"),
+}
 OUTCOMES = (
     live.APPROVED, live.APPROVING, live.ESCALATED, live.WOULD_APPROVE, live.WOULD_ACT, live.ACTED, live.CAPPED,
     live.KILLED, live.NO_MATCH,
@@ -332,6 +344,7 @@ def decisions():
         rules=rules,
         rules_by_id={r.id: r for r in rules},
         outcomes=OUTCOMES,
+        outcome_labels=OUTCOME_LABELS,
         filters={"shop": shop_id, "rule": rule_id, "outcome": outcome, "from": start, "to": end},
         format_yuan=format_yuan,
         page_size=PAGE_SIZE,
@@ -358,6 +371,7 @@ def decision(decision_id: int):
         rule=rule,
         version=version,
         shop=_shop_or_404(row.shop_id),
+        triggers=engine.TRIGGERS,
         describe=editor.describe,
         format_yuan=format_yuan,
     )

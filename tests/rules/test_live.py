@@ -264,3 +264,22 @@ def test_first_matching_rule_wins_in_position_order(app, rules_shop):
     rules_shop.drain()
     assert [(d.rule_id, d.outcome) for d in decisions(app)] == [(first, "no_match"), (second, "approved")]
     assert after_sale_row(app, pk).human_note is None
+
+
+def test_the_scheduler_runs_the_sweep(app, rules_shop):
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from app import scheduler as jobs
+
+    add_rule(app, rules_shop.shop_id)
+    record = rules_shop.platform.open_after_sale(rules_shop.sim_shop, rules_shop.order(), "REFUND")
+    rules_shop.fetch_after_sale(record["after_sale_order_id"])
+    sched = jobs.configure(app, BackgroundScheduler(timezone="UTC", job_defaults=jobs.JOB_DEFAULTS))
+    assert sched.get_job("rules:sweep").trigger.interval.total_seconds() == 30
+    jobs.rules_sweep_job()
+    with app.app_context():
+        queued = db.session.scalar(
+            sa.select(sa.func.count()).select_from(OutboxCall).where(OutboxCall.operation == live.OPERATION)
+        )
+        db.session.remove()
+    assert queued == 1
