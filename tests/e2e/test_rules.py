@@ -30,13 +30,15 @@ def test_a_supervisor_builds_a_rule_and_the_default_rule_logs_a_dry_run(live_ser
     expect(first.locator('input[name$="-value"]')).to_be_hidden()
     choices.locator('input[value="REFUND"]').check()
 
+    assert page.locator("[data-condition-row]").count() == 1, "a new rule starts with one blank row"
     page.locator('[data-add-row="condition"]').click()
-    second = page.locator("[data-condition-row]").nth(1)  # the blank row rendered with the page
+    second = page.locator("[data-condition-row]").nth(1)  # added by the click
     second.locator("[data-field-select]").select_option("refund_amount_fen")
     expect(second.locator('[data-op-select] option[value="in"]')).to_be_disabled()
     second.locator("[data-op-select]").select_option("lte")
     second.locator('input[name$="-value"]').fill("12,5")
-    assert page.locator("[data-condition-row]").count() == 3, "a row was added"
+    page.locator('[data-add-row="condition"]').click()
+    assert page.locator("[data-condition-row]").count() == 3, "another row was added"
     page.locator("[data-condition-row]").nth(2).locator("[data-remove-row]").click()
     assert page.locator("[data-condition-row]").count() == 2, "and removed"
     page.locator("[data-action-row]").first.locator("[data-kind-select]").select_option("approve_refund")
