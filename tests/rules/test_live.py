@@ -219,7 +219,7 @@ def test_caps_hold_under_concurrent_workers(app, rules_shop):
     assert len(ok_calls(rules_shop)) == 3
 
 
-def test_a_failing_platform_is_retried_then_the_case_goes_to_people(app, rules_shop):
+def test_a_failing_platform_is_retried_then_the_case_goes_to_people(app, rules_shop, login):
     add_rule(app, rules_shop.shop_id)
     rules_shop.sim_shop.faults.update(api_errors={ACCEPT: -1})
     pk = request_after_sale(rules_shop, rules_shop.order(), "REFUND")
@@ -241,6 +241,8 @@ def test_a_failing_platform_is_retried_then_the_case_goes_to_people(app, rules_s
     assert "unavailable" in decision.error
     note = after_sale_row(app, pk).human_note
     assert note and "自动审批失败" in note
+    queue = login("li").get("/after-sales/").get_data(as_text=True)
+    assert "data-human-note" in queue and "自动审批失败" in queue, "the queue shows why people must act"
 
 
 def test_a_lost_signal_is_found_by_the_sweep(app, rules_shop):
@@ -283,3 +285,25 @@ def test_the_scheduler_runs_the_sweep(app, rules_shop):
         )
         db.session.remove()
     assert queued == 1
+
+
+def test_decisions_name_the_rule_version_they_were_made_with(app, rules_shop):
+    from app.models import Rule, User
+    from app.rules import editor
+
+    rule_id = add_rule(app, rules_shop.shop_id, dry_run=True)
+    first = request_after_sale(rules_shop, rules_shop.order(), "REFUND")
+    rules_shop.drain()
+    with app.app_context():
+        rule = db.session.get(Rule, rule_id)
+        draft = editor.from_rule(rule)
+        draft.conditions[1] = {"field": "hours_since_paid", "op": "lte", "value": 2}
+        editor.save(rule, rules_shop.shop_id, draft, db.session.scalar(sa.select(User).limit(1)))
+        db.session.commit()
+        db.session.remove()
+    second = request_after_sale(rules_shop, rules_shop.order(), "REFUND")
+    rules_shop.drain()
+    versions = {int(d.subject_id): (d.rule_version, d.outcome) for d in decisions(app, rule_id=rule_id)}
+    assert versions == {first: (1, "would_approve"), second: (2, "would_approve")}
+    [latest] = [d for d in decisions(app, rule_id=rule_id) if int(d.subject_id) == second]
+    assert latest.trace["conditions"][1]["value"] == 2
