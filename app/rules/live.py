@@ -391,7 +391,8 @@ def _decide(context: _Context, rule: RuleSnapshot, key: str, result) -> tuple[in
     """Record the decision (once) and act on it; (decision id, outcome), None if decided elsewhere."""
     settings = settings_for(context.shop_id)
     approving = engine.approves(rule.definition)
-    amount = context.snapshot.get("refund_amount_fen") if approving else None
+    # The money at stake when the rule approves (a case it does not match risks none).
+    amount = context.snapshot.get("refund_amount_fen") if approving and result.matched else None
     values = {
         "shop_id": context.shop_id, "rule_id": rule.id, "rule_version": rule.version, "trigger": context.trigger,
         "subject_kind": context.subject_kind, "subject_id": context.subject_id, "idempotency_key": key,

@@ -24,7 +24,7 @@ from app.web import int_arg
 
 PAGE_SIZE = 100
 OUTCOME_LABELS = {
-    live.APPROVED: _l("Approved"),
+    live.APPROVED: _l("Approved automatically"),
     live.APPROVING: _l("Sent to the platform"),
     live.ESCALATED: _l("Handed to people"),
     live.WOULD_APPROVE: _l("Would have approved"),
