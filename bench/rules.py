@@ -3,8 +3,8 @@
 Production shape on loopback: PostgreSQL, one gunicorn web process (`-w 1 --threads N`) with the inbox
 and outbox workers in it, the platform simulator in this process pushing encrypted webhooks to the
 desk. The shop has the default rule "refund within 4 hours if not shipped" switched on (live), and
-caps high enough not to stop the run (`rule_settings`). Orders are placed first and stored by the desk
-(their pushes are not measured); then:
+caps high enough not to stop the run (`rule_settings`). Orders are placed first and stored by the desk,
+every push about them handled (not measured); then:
 
 - latency (not rate-limited): `--cases` after-sales of distinct orders, one every 1/`--rate` s (open
   loop). Per case: from the desk's receipt of the after-sale push (`inbox_events.received_at`) to the
@@ -100,9 +100,19 @@ def place_orders(simulator, sim_shop, count: int) -> list[str]:
     return orders
 
 
-def count_orders(engine, shop_id: int) -> int:
+def orders_settled(engine, shop_id: int, count: int) -> bool:
+    """Every order stored and every push about them handled (new + pay: two each), so the measured
+    after-sales do not queue behind the setup's pushes."""
     with engine.connect() as conn:
-        return conn.execute(sa.text("SELECT count(*) FROM orders WHERE shop_id = :s"), {"s": shop_id}).scalar()
+        stored = conn.execute(sa.text("SELECT count(*) FROM orders WHERE shop_id = :s"), {"s": shop_id}).scalar()
+        pushes, unfinished = conn.execute(
+            sa.text(
+                "SELECT count(*), count(*) FILTER (WHERE status IN ('pending', 'processing')) "
+                "FROM inbox_events WHERE shop_id = :s"
+            ),
+            {"s": shop_id},
+        ).one()
+    return stored >= count and pushes >= 2 * count and unfinished == 0
 
 
 def refunded(simulator, sim_shop, ids: set[str]) -> int:
@@ -194,7 +204,7 @@ def main() -> None:
             total_orders = args.cases + burst_orders
             log(f"placing {total_orders} orders")
             orders = place_orders(simulator, sim_shop, total_orders)
-            if not wait_for(lambda: count_orders(engine, shop_id) >= total_orders, args.timeout):
+            if not wait_for(lambda: orders_settled(engine, shop_id, total_orders), args.timeout):
                 raise RuntimeError("the desk did not store every order")
             latency_orders, burst_order_ids = orders[: args.cases], orders[args.cases :]
 
