@@ -36,6 +36,9 @@ def register(app: Flask) -> None:
     from app.returns.cli import returns_cli
 
     app.cli.add_command(returns_cli)
+    from app.rules.cli import rules_cli
+
+    app.cli.add_command(rules_cli)
 
 
 @click.command("scheduler")
@@ -353,6 +356,10 @@ def seed_command(password):
             )
             click.echo(f"created demo {role.value}: {username} / {password}")
     _seed_replies(shop)
+    # The default rule, switched on in dry run: the decision log fills with what it would have done.
+    from app.rules.cli import install_default
+
+    install_default(shop)
     db.session.commit()
 
 

@@ -157,6 +157,21 @@ def assignment_job() -> None:
             db.session.remove()
 
 
+def rules_sweep_job() -> None:
+    """The rules' safety net: evaluations for waiting after-sales that have none (see app/rules/live.py)."""
+    from app.rules import live
+
+    with _app.app_context():
+        try:
+            queued = live.sweep()
+            if queued:
+                log.info("queued %d missed rule evaluations", queued)
+        except Exception:
+            log.exception("rules sweep failed")
+        finally:
+            db.session.remove()
+
+
 def reconcile_job(scheduler: BaseScheduler) -> None:
     """Keep one poller job per active shop and kind, at the configured intervals."""
     with _app.app_context():
@@ -191,6 +206,7 @@ def configure(app: Flask, scheduler: BaseScheduler) -> BaseScheduler:
     _add(scheduler, "shops:reconcile", reconcile_job, 60, (scheduler,), next_run_time=_now())
     _add(scheduler, "inbox:drain", drain_inbox_job, 2)
     _add(scheduler, "outbox:drain", drain_outbox_job, 2)
+    _add(scheduler, "rules:sweep", rules_sweep_job, 30)
     _add(scheduler, "desk:assign", assignment_job, 15)
     return scheduler
 

@@ -214,8 +214,8 @@ def fill_shop(shop: Shop, tag: str, agent: User) -> ShopData:
         shop_id=shop.id,
         name=f"规则{tag}：4小时内未发货仅退款自动同意",
         trigger="aftersale.created",
-        conditions=[{"field": "hours_since_paid", "op": "<=", "value": 4}],
-        actions=[{"type": "approve_refund"}],
+        conditions=[{"field": "hours_since_paid", "op": "lte", "value": 4}],
+        actions=[{"kind": "approve_refund"}],
     )
     db.session.add(rule)
     db.session.flush()

@@ -48,6 +48,17 @@ ROUTES: dict[str, tuple[str, str | None]] = {
     "orders_api.reveal_address": (DETAIL, None),
     "orders_api.send_card": (DETAIL, None),
     "rules.index": (LIST, "/rules/"),
+    "rules.decisions": (LIST, "/rules/decisions"),
+    "rules.settings": (DETAIL, "/rules/settings/{shop_id}"),
+    "rules.new": (DETAIL, "/rules/new?shop={shop_id}"),
+    # Rules and decisions by id: their cross-shop checks are in tests/rules/test_pages.py.
+    "rules.detail": (DETAIL, None),
+    "rules.edit": (DETAIL, None),
+    "rules.toggle": (DETAIL, None),
+    "rules.move": (DETAIL, None),
+    "rules.add_template": (DETAIL, None),
+    "rules.decision": (DETAIL, None),
+    "rules.backtest_rule": (DETAIL, None),
     "returns.index": (LIST, "/return-addresses/"),
     "returns.report_page": (LIST, "/return-addresses/report"),
     "returns.export_csv": (LIST, "/return-addresses/bindings.csv"),
@@ -85,6 +96,9 @@ ROUTES: dict[str, tuple[str, str | None]] = {
 # Pages that only supervisors and admins open; the others are for agents too.
 SUPERVISOR_PAGES = {
     "rules.index",
+    "rules.decisions",
+    "rules.settings",
+    "rules.new",
     "returns.index",
     "returns.new_address",
     "sla.index",

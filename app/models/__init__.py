@@ -34,7 +34,7 @@ from app.models.orders import (
 )
 from app.models.people import AgentConnection, Customer, CustomerTag, Role, User, user_shops
 from app.models.returns import AddressBinding, BindingScope, ReturnAddress
-from app.models.rules import Rule, RuleDecision, RuleVersion
+from app.models.rules import Rule, RuleDecision, RuleSettings, RuleVersion
 from app.models.shops import Shop
 
 __all__ = [
@@ -70,6 +70,7 @@ __all__ = [
     "Role",
     "Rule",
     "RuleDecision",
+    "RuleSettings",
     "RuleVersion",
     "SenderKind",
     "Shop",

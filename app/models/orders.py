@@ -206,6 +206,9 @@ class AfterSale(ShopScoped, IdMixin, TimestampMixin, Base):
     return_address_source: Mapped[str | None] = mapped_column(sa.String(16))
     raw: Mapped[dict | None] = mapped_column(JSONType)
     fetched_at: Mapped[datetime | None]
+    # A rule handed the case to people, and why (a route-to-human action, a cap, a failed approval).
+    human_note: Mapped[str | None] = mapped_column(sa.Text)
+    human_note_at: Mapped[datetime | None]
 
     order = relationship("Order")
 

@@ -62,6 +62,29 @@ class RuleDecision(ShopScoped, IdMixin, Base):
     dry_run: Mapped[bool] = mapped_column(default=False)
     amount_fen: Mapped[int | None] = mapped_column(Fen)
     inputs: Mapped[dict | None] = mapped_column(JSONType)
+    # The engine's per-condition trace and the planned actions (app/rules/engine.py).
+    trace: Mapped[dict | None] = mapped_column(JSONType)
+    # The after-sale action the decision queued (approve refund / return), whose outcome it records.
+    action_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("after_sale_actions.id", ondelete="SET NULL"), index=True
+    )
     platform_response: Mapped[dict | None] = mapped_column(JSONType)
     error: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RuleSettings(ShopScoped, IdMixin, Base):
+    """A shop's automation safety settings: the kill switch, daily caps, whether rules may reject."""
+
+    __tablename__ = "rule_settings"
+    __table_args__ = (sa.UniqueConstraint("shop_id"),)
+
+    # The kill switch: while on, no rule acts (each case is logged as "killed" and left to people).
+    paused: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    # Per shop-local day: automatic approvals (count and refund amount) beyond these go to people.
+    daily_count_cap: Mapped[int] = mapped_column(default=200, server_default="200")
+    daily_amount_cap_fen: Mapped[int] = mapped_column(Fen, default=2_000_000, server_default="2000000")
+    # Rejecting takes money from the buyer: no rule may do it unless the shop turned this on.
+    allow_auto_reject: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    updated_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))

@@ -18,3 +18,6 @@ def install() -> None:
     from app.orders import actions, realtime  # noqa: F401 (actions registers its outbox handler)
 
     realtime.install()
+    from app.rules import live
+
+    live.init_app()

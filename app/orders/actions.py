@@ -116,6 +116,16 @@ ERROR_TEXT = {
 }
 
 
+# Called in the transaction that records an action's outcome: (action, "succeeded" | "failed", details).
+# The rule engine writes the platform's answer back to the decision that queued the action.
+OUTCOME_HOOKS: list = []
+
+
+def _run_outcome_hooks(action: AfterSaleAction, outcome: str, details: dict) -> None:
+    for hook in OUTCOME_HOOKS:
+        hook(action, outcome, details)
+
+
 class ActionError(Exception):
     """A refusal the agent sees: ``code``, ``message`` in their language, an HTTP status."""
 
@@ -446,14 +456,12 @@ def _succeeded(call: OutboxCall, answer: dict) -> list:
     if after_sale is not None and action.kind == Kind.APPROVE_RETURN:
         after_sale.return_address_pk = action.address_pk
         after_sale.return_address_source = action.address_source
-    _audit_outcome(
-        action,
-        "succeeded",
-        {
-            "status": after_sale.status if after_sale is not None else None,
-            "repeat_confirmed": bool(answer.get("already")),
-        },
-    )
+    details = {
+        "status": after_sale.status if after_sale is not None else None,
+        "repeat_confirmed": bool(answer.get("already")),
+    }
+    _audit_outcome(action, "succeeded", details)
+    _run_outcome_hooks(action, "succeeded", details)
     db.session.flush()
     return [*announcements, _announce_action(action)]
 
@@ -493,7 +501,9 @@ def _failed(call: OutboxCall, exc: Exception) -> list:
     action.errcode = getattr(exc, "errcode", None)
     action.errmsg = (getattr(exc, "errmsg", None) or str(exc))[:500]
     announcements = _store_detail(action.shop_id, detail, getattr(exc, "fetched_at", None) or utcnow())
-    _audit_outcome(action, "failed", {"error": code, "errcode": action.errcode, "errmsg": action.errmsg})
+    details = {"error": code, "errcode": action.errcode, "errmsg": action.errmsg}
+    _audit_outcome(action, "failed", details)
+    _run_outcome_hooks(action, "failed", details)
     db.session.flush()
     return [*announcements, _announce_action(action)]
 

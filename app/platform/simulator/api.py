@@ -229,6 +229,9 @@ def burst():
         seconds=float(data.get("seconds", 10)),
         after_sale_rate=float(data.get("after_sale_rate", 0.25)),
         message_rate=float(data.get("message_rate", 0.2)),
+        return_share=float(data.get("return_share", 0.3)),
+        ship_rate=float(data.get("ship_rate", 0.0)),
+        seed=int(data["seed"]) if data.get("seed") is not None else None,
     )
     runner.start()
     current_app.extensions["channeldesk.simulator"].bursts.append(runner)

@@ -1,8 +1,9 @@
 """Scenario driver: buyers who order, pay, ask for refunds and returns, and write to the shop.
 
 ``Burst`` plays a livestream: N orders spread over T seconds (a steady rate with jitter), a share of
-them turning into after-sales a little later, some buyers writing first. ``DemoTraffic`` keeps the demo
-shop alive with a gentle trickle of the same.
+them turning into after-sales a little later (refunds, and returns at ``return_share``), optionally a
+share shipped at once (``ship_rate``: their refunds are not "unshipped"), some buyers writing first.
+``DemoTraffic`` keeps the demo shop alive with a gentle trickle of the same.
 """
 
 from __future__ import annotations
@@ -75,12 +76,16 @@ class Burst(threading.Thread):
         after_sale_rate: float = 0.25,
         message_rate: float = 0.2,
         return_share: float = 0.3,
+        ship_rate: float = 0.0,
         seed: int | None = None,
     ):
         super().__init__(name=f"sim-burst-{shop.appid}", daemon=True)
         self.platform, self.shop = platform, shop
         self.orders, self.seconds = orders, seconds
         self.after_sale_rate, self.message_rate, self.return_share = after_sale_rate, message_rate, return_share
+        # A share of orders shipped at once (before any after-sale): refunds of those need a person.
+        self.ship_rate = ship_rate
+        self.shipped: set[str] = set()
         self.rng = random.Random(seed)
         self.created: list[tuple[str, float]] = []  # (order_id, created at unix time)
         self.after_sales: list[tuple[str, float]] = []
@@ -112,6 +117,9 @@ class Burst(threading.Thread):
         item = dict(self.rng.choice(CATALOGUE), sku_cnt=self.rng.choice((1, 1, 1, 2)))
         order = self.platform.place_order(self.shop, openid, [item])
         self.created.append((order["order_id"], time.time()))
+        if self.ship_rate and self.rng.random() < self.ship_rate:
+            self.platform.ship_order(self.shop, order["order_id"])
+            self.shipped.add(order["order_id"])
         if self.rng.random() < self.after_sale_rate:
             # Regret comes quickly in a livestream: within a few seconds to a minute here.
             pending.append(
