@@ -74,14 +74,24 @@
     }
   }
 
+  function numberRow(row, n) {
+    [row].concat(Array.prototype.slice.call(row.querySelectorAll("*"))).forEach(function (el) {
+      Array.prototype.slice.call(el.attributes).forEach(function (attr) {
+        if (attr.value.indexOf("__N__") !== -1) {
+          el.setAttribute(attr.name, attr.value.split("__N__").join(n));
+        }
+      });
+    });
+  }
+
   form.querySelectorAll("[data-condition-row], [data-action-row]").forEach(wire);
   form.querySelectorAll("[data-add-row]").forEach(function (button) {
     button.addEventListener("click", function () {
       var template = document.querySelector('[data-row-template="' + button.getAttribute("data-add-row") + '"]');
-      var holder = document.createElement("div");
       counter += 1;
-      holder.innerHTML = template.innerHTML.split("__N__").join(String(counter));
-      var row = holder.firstElementChild;
+      // A clone of the <template>'s row, numbered through its attributes (never through markup).
+      var row = template.content.firstElementChild.cloneNode(true);
+      numberRow(row, String(counter));
       button.parentNode.insertBefore(row, button);
       wire(row);
       fitTrigger();
