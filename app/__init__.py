@@ -97,6 +97,9 @@ def _init_web(app: Flask) -> None:
     from app.orders import install as install_orders
 
     install_orders()
+    from app.sla import install as install_sla
+
+    install_sla()
     sockets.register()  # before init_app: handlers are bound to each new server from the list
     socketio.init_app(
         app,

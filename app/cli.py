@@ -34,8 +34,10 @@ def register(app: Flask) -> None:
     app.cli.add_command(simulator_cli)
     app.cli.add_command(sync_command)
     from app.returns.cli import returns_cli
+    from app.sla.cli import sla_cli
 
     app.cli.add_command(returns_cli)
+    app.cli.add_command(sla_cli)
 
 
 @click.command("scheduler")
@@ -44,10 +46,12 @@ def scheduler_command():
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     from app import scheduler
+    from app.sla import timer
 
     app = current_app._get_current_object()
     _start_background_workers(app)
-    click.echo("scheduler running: pollers per shop, inbox and outbox workers, assignment queue")
+    timer.start(app)  # the reply clocks' deadline queue: one per deployment, with the scheduler
+    click.echo("scheduler running: pollers per shop, inbox and outbox workers, assignment queue, reply clocks")
     scheduler.configure(app, BlockingScheduler(timezone="UTC", job_defaults=scheduler.JOB_DEFAULTS)).start()
 
 

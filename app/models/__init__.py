@@ -35,6 +35,7 @@ from app.models.people import AgentConnection, Customer, CustomerTag, Role, User
 from app.models.returns import AddressBinding, BindingScope, ReturnAddress
 from app.models.rules import Rule, RuleDecision, RuleVersion
 from app.models.shops import Shop
+from app.models.sla import ReplyTurn, SlaHourly, SlaReplyHistogram, SlaSettings, SlaUnit, TurnOutcome
 
 __all__ = [
     "AddressBinding",
@@ -65,6 +66,7 @@ __all__ = [
     "OutboxStatus",
     "PlatformToken",
     "QuickReply",
+    "ReplyTurn",
     "ReturnAddress",
     "Role",
     "Rule",
@@ -72,7 +74,12 @@ __all__ = [
     "RuleVersion",
     "SenderKind",
     "Shop",
+    "SlaHourly",
+    "SlaReplyHistogram",
+    "SlaSettings",
+    "SlaUnit",
     "SyncCursor",
+    "TurnOutcome",
     "User",
     "user_shops",
 ]
