@@ -34,12 +34,13 @@ log = logging.getLogger(__name__)
 EXTENSION_KEY = "channeldesk.sla_timer"
 RELOAD_SECONDS = 60.0
 KINDS = ("warn", "breach", "reassign")
+RANK = {kind: rank for rank, kind in enumerate(KINDS)}  # due together: the warning before the breach
 
 
 class DeadlineQueue:
     def __init__(self, app: Flask):
         self.app = app
-        self._heap: list[tuple[datetime, int, str]] = []
+        self._heap: list[tuple[datetime, int, int, str]] = []
         self._queued: set[tuple[int, str]] = set()
         self._ready = threading.Condition()
         self.stopping = threading.Event()
@@ -62,8 +63,8 @@ class DeadlineQueue:
             if (turn_id, kind) in self._queued:
                 return
             self._queued.add((turn_id, kind))
-            heapq.heappush(self._heap, (when, turn_id, kind))
-            if self._heap[0][1:] == (turn_id, kind):
+            heapq.heappush(self._heap, (when, RANK[kind], turn_id, kind))
+            if self._heap[0][2:] == (turn_id, kind):
                 self._ready.notify()  # the new item is the next one: sleep less
 
     def schedule(self, turn: dict) -> None:
@@ -103,7 +104,7 @@ class DeadlineQueue:
                 db.session.remove()
         return len(rows)
 
-    def _next_due(self) -> tuple[datetime, int, str] | None:
+    def _next_due(self) -> tuple[datetime, int, int, str] | None:
         """Wait until the first item is due (or a wake-up); pop and return it, or None."""
         with self._ready:
             if not self._heap:
@@ -114,7 +115,7 @@ class DeadlineQueue:
                 self._ready.wait(timeout=min(wait, RELOAD_SECONDS))
                 return None
             item = heapq.heappop(self._heap)
-            self._queued.discard((item[1], item[2]))
+            self._queued.discard((item[2], item[3]))
             return item
 
     def _run(self) -> None:
@@ -129,7 +130,7 @@ class DeadlineQueue:
                 item = self._next_due()
                 if item is None or self.stopping.is_set():
                     continue
-                when, turn_id, kind = item
+                when, _rank, turn_id, kind = item
                 with self.app.app_context():
                     try:
                         if clock.fire(turn_id, kind) is not None:
