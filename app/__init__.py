@@ -132,6 +132,9 @@ def _register_blueprints(app: Flask) -> None:
     from app.orders.api import bp as orders_api_bp
 
     app.register_blueprint(orders_api_bp)
+    from app.sla.routes import api_bp as sla_api_bp
+
+    app.register_blueprint(sla_api_bp)
     if app.config.get("SIMULATOR_ENABLED"):
         _mount_simulator(app)
 
