@@ -30,7 +30,6 @@ from app.sla import rollup
 from app.sla.policy import policy_for
 
 _turns = ReplyTurn.__table__
-_messages = Message.__table__
 
 
 def turn_dict(turn) -> dict:
@@ -106,14 +105,15 @@ def running_turn(conversation_id: int) -> ReplyTurn | None:
 def _messages_met(turn: ReplyTurn, until: datetime, answered: bool) -> tuple[int, int]:
     """The buyer's messages in the turn and, for an answer at ``until``, how many it met in time."""
     limit = until - timedelta(seconds=turn.threshold_seconds)
+    # ORM entities, not the table: this runs in the agent's scoped session (app/tenancy.py).
     row = db.session.execute(
         sa.select(
-            sa.func.count(),
-            sa.func.sum(sa.case((_messages.c.created_at >= limit, 1), else_=0)),
+            sa.func.count(Message.id),
+            sa.func.sum(sa.case((Message.created_at >= limit, 1), else_=0)),
         ).where(
-            _messages.c.conversation_id == turn.conversation_id,
-            _messages.c.seq >= turn.first_seq,
-            _messages.c.direction == MessageDirection.INBOUND.value,
+            Message.conversation_id == turn.conversation_id,
+            Message.seq >= turn.first_seq,
+            Message.direction == MessageDirection.INBOUND,
         )
     ).one()
     count = max(1, int(row[0] or 0))

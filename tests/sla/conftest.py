@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from app import tenancy
+from app.auth.access import shop_ids_for
 from app.desk import conversations
 from app.extensions import db
 from app.ingest import inbox, store
@@ -48,9 +50,16 @@ class Desk:
         db.session.remove()
         return conversation_id(openid)
 
+    def scoped(self, user_id: int) -> User:
+        """The user, with the session scoped to their shops (what every request and socket event does)."""
+        user = db.session.get(User, user_id)
+        tenancy.set_scope(db.session(), shop_ids_for(user))
+        return user
+
     def reply(self, user_id: int, conversation: int, at: datetime, text: str = "您好，在的") -> dict:
         self.mp.setattr(conversations, "utcnow", lambda: at)
         user = db.session.get(User, user_id)
+        tenancy.set_scope(db.session(), shop_ids_for(user))  # as the console's socket does
         message = conversations.send_reply(user, conversation, uuid.uuid4().hex, "text", {"text": text})
         db.session.remove()
         return message

@@ -122,7 +122,7 @@ def test_reassigned_mid_turn_the_clock_keeps_running_and_the_answer_is_booked_to
         conversation = desk_world.buyer("o_moved", t0)
         assert db.session.get(Conversation, conversation).assignee_id == desk_world.agent_id
         db.session.remove()
-        supervisor = db.session.get(User, desk_world.supervisor_id)
+        supervisor = desk_world.scoped(desk_world.supervisor_id)
         assignment.assign(supervisor, conversation, desk_world.other_agent_id)
         db.session.remove()
         [turn] = turns(conversation)
@@ -170,14 +170,14 @@ def test_resolved_while_waiting_the_turn_is_unanswered_and_a_reopened_conversati
         t0 = noon_yesterday(desk_world.shop_id)
         conversation = desk_world.buyer("o_resolved", t0)
         desk_world.mp.setattr(conversations, "utcnow", lambda: t0 + timedelta(seconds=60))
-        conversations.resolve(db.session.get(User, desk_world.agent_id), conversation)
+        conversations.resolve(desk_world.scoped(desk_world.agent_id), conversation)
         db.session.remove()
         [turn] = turns(conversation)
         assert turn.outcome == TurnOutcome.UNANSWERED and turn.closed_at == t0 + timedelta(seconds=60)
         assert turn.agent_id == desk_world.agent_id
         # Reopening starts no clock: nobody is waiting until the buyer writes again.
         desk_world.mp.setattr(conversations, "utcnow", lambda: t0 + timedelta(seconds=300))
-        conversations.reopen(db.session.get(User, desk_world.agent_id), conversation)
+        conversations.reopen(desk_world.scoped(desk_world.agent_id), conversation)
         db.session.remove()
         assert len(turns(conversation)) == 1
         assert db.session.get(Conversation, conversation).waiting_since is None
@@ -196,7 +196,7 @@ def test_resolved_after_the_deadline_counts_as_breached(app, desk_world):
         t0 = noon_yesterday(desk_world.shop_id)
         conversation = desk_world.buyer("o_resolved_late", t0)
         desk_world.mp.setattr(conversations, "utcnow", lambda: t0 + timedelta(seconds=200))
-        conversations.resolve(db.session.get(User, desk_world.agent_id), conversation)
+        conversations.resolve(desk_world.scoped(desk_world.agent_id), conversation)
         db.session.remove()
         [turn] = turns(conversation)
         assert turn.outcome == TurnOutcome.BREACHED and turn.breached_at == t0 + timedelta(seconds=180)

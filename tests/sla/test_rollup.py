@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from app.desk import conversations
 from app.extensions import db
-from app.models import SlaHourly, SlaReplyHistogram, User
+from app.models import SlaHourly, SlaReplyHistogram
 from app.sla import clock, rollup
 from tests.sla.conftest import local, noon_yesterday, turns
 
@@ -50,7 +50,7 @@ def _mixed_day(desk_world):
     gone = desk_world.buyer("o_gone", t0 + timedelta(minutes=11))
     desk_world.buyer("o_gone", t0 + timedelta(minutes=11, seconds=30))
     desk_world.mp.setattr(conversations, "utcnow", lambda: t0 + timedelta(minutes=12))
-    conversations.resolve(db.session.get(User, desk_world.agent_id), gone)
+    conversations.resolve(desk_world.scoped(desk_world.agent_id), gone)
     db.session.remove()
     day = t0.astimezone(db.session.get(__import__("app.models", fromlist=["Shop"]).Shop, shop).tz)
     night = local(shop, day.year, day.month, day.day, 3, 0)
