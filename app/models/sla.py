@@ -10,7 +10,7 @@ started inside the shop's daily assessment window (shop-local time).
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
@@ -106,10 +106,16 @@ class SlaHourly(ShopScoped, Base):
     """
 
     __tablename__ = "sla_hourly"
-    __table_args__ = (sa.PrimaryKeyConstraint("shop_id", "hour_start", "agent_id"),)
+    __table_args__ = (
+        sa.PrimaryKeyConstraint("shop_id", "hour_start", "agent_id"),
+        # History reads by shop-local day: plain columns, so no time-zone arithmetic per row.
+        sa.Index("ix_sla_hourly_shop_day", "shop_id", "day"),
+    )
 
     agent_id: Mapped[int] = mapped_column(sa.BigInteger)
     hour_start: Mapped[datetime]
+    day: Mapped[date] = mapped_column(sa.Date)  # the shop-local day and hour of hour_start
+    local_hour: Mapped[int] = mapped_column(sa.SmallInteger)
     turns: Mapped[int] = mapped_column(default=0)
     met: Mapped[int] = mapped_column(default=0)
     breached: Mapped[int] = mapped_column(default=0)
@@ -122,12 +128,13 @@ class SlaHourly(ShopScoped, Base):
 
 
 class SlaReplyHistogram(ShopScoped, Base):
-    """First-reply times of answered counted turns in buckets (``app/sla/rollup.bucket_of``), for medians."""
+    """First-reply times of answered counted turns in buckets (``app/sla/rollup.bucket_of``), for medians,
+    per shop-local day of the turn's start (hours would multiply the rows by 24 for no use)."""
 
     __tablename__ = "sla_reply_histogram"
-    __table_args__ = (sa.PrimaryKeyConstraint("shop_id", "hour_start", "agent_id", "bucket"),)
+    __table_args__ = (sa.PrimaryKeyConstraint("shop_id", "day", "agent_id", "bucket"),)
 
     agent_id: Mapped[int] = mapped_column(sa.BigInteger)
-    hour_start: Mapped[datetime]
+    day: Mapped[date] = mapped_column(sa.Date)
     bucket: Mapped[int]  # lower bound in seconds
     turns: Mapped[int] = mapped_column(default=0)

@@ -14,7 +14,7 @@ replaces a range with it, and tests/sla/test_rollup.py checks both give the same
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -64,7 +64,8 @@ def book(connection: sa.Connection, shop_id: int, agent_id: int | None, started_
     deltas = {k: v for k, v in deltas.items() if v}
     if not deltas:
         return
-    values = {"shop_id": shop_id, "agent_id": agent_id or 0, "hour_start": hour_of(started_at)}
+    hour = hour_of(started_at)
+    values = {"shop_id": shop_id, "agent_id": agent_id or 0, "hour_start": hour, **_local_of(shop_id, hour)}
     values.update({name: deltas.get(name, 0) for name in COUNTERS})
     stmt = _insert(connection)(_hourly).values(**values)
     stmt = stmt.on_conflict_do_update(
@@ -74,20 +75,33 @@ def book(connection: sa.Connection, shop_id: int, agent_id: int | None, started_
     connection.execute(stmt)
 
 
+def _local_of(shop_id: int, hour: datetime) -> dict:
+    from app.sla.policy import policy_for
+
+    local = hour.astimezone(policy_for(shop_id).tz)
+    return {"day": local.date(), "local_hour": local.hour}
+
+
+def local_day(shop_id: int, moment: datetime) -> date:
+    from app.sla.policy import policy_for
+
+    return moment.astimezone(policy_for(shop_id).tz).date()
+
+
 def book_reply(
     connection: sa.Connection, shop_id: int, agent_id: int | None, started_at: datetime, seconds: int
 ) -> None:
     values = {
         "shop_id": shop_id,
         "agent_id": agent_id or 0,
-        "hour_start": hour_of(started_at),
+        "day": local_day(shop_id, started_at),
         "bucket": bucket_of(seconds),
         "turns": 1,
     }
     stmt = _insert(connection)(_histogram).values(**values)
     connection.execute(
         stmt.on_conflict_do_update(
-            index_elements=["shop_id", "hour_start", "agent_id", "bucket"],
+            index_elements=["shop_id", "day", "agent_id", "bucket"],
             set_={"turns": _histogram.c.turns + 1},
         )
     )
@@ -133,45 +147,63 @@ def recompute(connection: sa.Connection, start: datetime, end: datetime, shop_id
         .group_by(t.c.shop_id, agent, hour)
     ).all()
     replies = connection.execute(
-        sa.select(t.c.shop_id, agent, hour, t.c.first_reply_seconds).where(*where, answered)
+        sa.select(t.c.shop_id, agent, t.c.started_at, t.c.first_reply_seconds).where(*where, answered)
     ).all()
     histogram: dict[tuple, int] = {}
     for row in replies:
-        key = (row.shop_id, row.agent_id, _as_hour(row.hour_start), bucket_of(row.first_reply_seconds))
+        key = (row.shop_id, row.agent_id, local_day(row.shop_id, row.started_at), bucket_of(row.first_reply_seconds))
         histogram[key] = histogram.get(key, 0) + 1
     rows = []
     for row in hourly:
         counters = {name: int(getattr(row, name) or 0) for name in COUNTERS}
         if any(counters.values()):
+            hour = _as_hour(row.hour_start)
             rows.append(
-                {"shop_id": row.shop_id, "agent_id": row.agent_id, "hour_start": _as_hour(row.hour_start), **counters}
+                {
+                    "shop_id": row.shop_id,
+                    "agent_id": row.agent_id,
+                    "hour_start": hour,
+                    **_local_of(row.shop_id, hour),
+                    **counters,
+                }
             )
     hist_rows = [
-        {"shop_id": k[0], "agent_id": k[1], "hour_start": k[2], "bucket": k[3], "turns": v}
-        for k, v in histogram.items()
+        {"shop_id": k[0], "agent_id": k[1], "day": k[2], "bucket": k[3], "turns": v} for k, v in histogram.items()
     ]
     return rows, hist_rows
 
 
 def _as_hour(value) -> datetime:
-    from datetime import UTC
-
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def rebuild(connection: sa.Connection, start: datetime, end: datetime, shop_id: int | None = None) -> tuple[int, int]:
-    """Replace the rollups of [start, end) (whole UTC hours) with a recomputation; returns the row counts."""
-    start, end = hour_of(start), hour_of(end + timedelta(seconds=3599)) if end != hour_of(end) else end
-    rows, hist_rows = recompute(connection, start, end, shop_id)
-    for table in (_hourly, _histogram):
-        stmt = sa.delete(table).where(table.c.hour_start >= start, table.c.hour_start < end)
-        if shop_id is not None:
-            stmt = stmt.where(table.c.shop_id == shop_id)
-        connection.execute(stmt)
-    if rows:
-        connection.execute(sa.insert(_hourly), rows)
-    if hist_rows:
-        connection.execute(sa.insert(_histogram), hist_rows)
-    return len(rows), len(hist_rows)
+def rebuild(connection: sa.Connection, first_day: date, last_day: date, shop_id: int | None = None) -> tuple[int, int]:
+    """Replace the rollups of shop-local days ``first_day``..``last_day`` (per shop, in its time zone)
+    with a recomputation from the raw turns; returns the row counts written."""
+    from app.models import Shop
+    from app.sla.policy import policy_for
+
+    shops = [shop_id] if shop_id is not None else list(connection.execute(sa.select(Shop.__table__.c.id)).scalars())
+    written = [0, 0]
+    for shop in shops:
+        tz = policy_for(shop).tz
+        lo = datetime.combine(first_day, time(), tz).astimezone(UTC)
+        hi = datetime.combine(last_day + timedelta(days=1), time(), tz).astimezone(UTC)
+        rows, hist_rows = recompute(connection, lo, hi, shop)
+        connection.execute(
+            sa.delete(_hourly).where(_hourly.c.shop_id == shop, _hourly.c.hour_start >= lo, _hourly.c.hour_start < hi)
+        )
+        connection.execute(
+            sa.delete(_histogram).where(
+                _histogram.c.shop_id == shop, _histogram.c.day >= first_day, _histogram.c.day <= last_day
+            )
+        )
+        if rows:
+            connection.execute(sa.insert(_hourly), rows)
+        if hist_rows:
+            connection.execute(sa.insert(_histogram), hist_rows)
+        written[0] += len(rows)
+        written[1] += len(hist_rows)
+    return written[0], written[1]

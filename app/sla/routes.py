@@ -127,7 +127,7 @@ CSV_COLUMNS = ("day", "shop", "agent", "turns", "met", "breached", "unanswered",
 @supervisor_required
 def history_csv():
     filters = _filters()
-    report = history.report(filters)
+    report = history.report(filters, include_rows=True)
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore")
     writer.writeheader()

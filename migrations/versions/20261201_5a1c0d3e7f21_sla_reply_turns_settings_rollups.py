@@ -20,6 +20,8 @@ def upgrade():
         "sla_hourly",
         sa.Column("agent_id", sa.BigInteger(), nullable=False),
         sa.Column("hour_start", sa.DateTime(), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("local_hour", sa.SmallInteger(), nullable=False),
         sa.Column("turns", sa.Integer(), nullable=False),
         sa.Column("met", sa.Integer(), nullable=False),
         sa.Column("breached", sa.Integer(), nullable=False),
@@ -36,19 +38,20 @@ def upgrade():
         sa.PrimaryKeyConstraint("shop_id", "hour_start", "agent_id", name=op.f("pk_sla_hourly")),
     )
     with op.batch_alter_table("sla_hourly", schema=None) as batch_op:
+        batch_op.create_index("ix_sla_hourly_shop_day", ["shop_id", "day"], unique=False)
         batch_op.create_index(batch_op.f("ix_sla_hourly_shop_id"), ["shop_id"], unique=False)
 
     op.create_table(
         "sla_reply_histogram",
         sa.Column("agent_id", sa.BigInteger(), nullable=False),
-        sa.Column("hour_start", sa.DateTime(), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
         sa.Column("bucket", sa.Integer(), nullable=False),
         sa.Column("turns", sa.Integer(), nullable=False),
         sa.Column("shop_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.ForeignKeyConstraint(
             ["shop_id"], ["shops.id"], name=op.f("fk_sla_reply_histogram_shop_id_shops"), ondelete="CASCADE"
         ),
-        sa.PrimaryKeyConstraint("shop_id", "hour_start", "agent_id", "bucket", name=op.f("pk_sla_reply_histogram")),
+        sa.PrimaryKeyConstraint("shop_id", "day", "agent_id", "bucket", name=op.f("pk_sla_reply_histogram")),
     )
     with op.batch_alter_table("sla_reply_histogram", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_sla_reply_histogram_shop_id"), ["shop_id"], unique=False)
@@ -187,6 +190,7 @@ def downgrade():
     op.drop_table("sla_reply_histogram")
     with op.batch_alter_table("sla_hourly", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_sla_hourly_shop_id"))
+        batch_op.drop_index("ix_sla_hourly_shop_day")
 
     op.drop_table("sla_hourly")
     # ### end Alembic commands ###

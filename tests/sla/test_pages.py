@@ -76,7 +76,7 @@ def test_the_board_and_history_are_scoped_to_the_supervisors_shops(app, desk_wor
     board = client.get("/api/sla/board").get_json()
     assert [s["shop_name"] for s in board["shops"]] == ["别家小店"] and board["waiting"] == []
     history = client.get("/api/sla/history").get_json()
-    assert [s["shop_name"] for s in history["shops"]] == ["别家小店"] and history["rows"] == []
+    assert [s["shop_name"] for s in history["shops"]] == ["别家小店"] and history["agents"] == []
     csv_text = client.get("/sla/history.csv").get_data(as_text=True)
     assert "时钟小店" not in csv_text
     assert client.get(f"/sla/history?shop={desk_world.shop_id}").status_code == 404
