@@ -132,7 +132,8 @@ def load(engine: sa.Engine, shop_ids: list[int], agent_ids: list[list[int]], mes
                    CASE WHEN reply IS NULL OR reply > 100 THEN started + interval '100 seconds' END,
                    CASE WHEN reply > 180 OR (reply IS NULL AND t %% 2 = 0) THEN started + interval '180 seconds' END,
                    CASE WHEN reply IS NOT NULL THEN started + reply * interval '1 second'
-                        WHEN t %% 2 = 1 THEN started + interval '150 seconds' END,
+                        WHEN t %% 2 = 1 THEN started + interval '150 seconds'
+                        ELSE started + interval '600 seconds' END,
                    started + reply * interval '1 second',
                    CASE WHEN reply IS NOT NULL THEN agent END,
                    reply, buyer_messages,
