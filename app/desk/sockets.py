@@ -152,12 +152,12 @@ class DeskNamespace(Namespace):
     @desk_event
     def on_sla_watch(self, data):
         """A supervisor's board: hear the SLA events of the shops they serve (or one of them)."""
-        if current_user.role not in (Role.SUPERVISOR, Role.ADMIN):
-            raise DeskError("forbidden", _("Only supervisors can watch the service level board."))
         shop_id = _int(data, "shop_id", required=False)
         allowed = _scoped_shop_ids()
         if shop_id is not None and shop_id not in allowed:
             raise DeskError("not_found", _("This shop does not exist, or you do not serve it."))
+        if current_user.role not in (Role.SUPERVISOR, Role.ADMIN):
+            raise DeskError("forbidden", _("Only supervisors can watch the service level board."))
         wanted = {shop_id} if shop_id else set(allowed)
         for room in list(self.rooms(request.sid)):
             if room.startswith("sla:") and int(room.split(":", 1)[1]) not in wanted:

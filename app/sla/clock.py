@@ -218,17 +218,16 @@ def _claim(connection: sa.Connection, turn_id: int, now: datetime, kind: str):
     assignee = (
         sa.select(conversations.c.assignee_id).where(conversations.c.id == _turns.c.conversation_id).scalar_subquery()
     )
-    base = sa.update(_turns).where(
-        _turns.c.id == turn_id, _turns.c.outcome == TurnOutcome.OPEN.value, _turns.c.closed_at.is_(None)
-    )
+    running = sa.update(_turns).where(_turns.c.id == turn_id, _turns.c.closed_at.is_(None))
+    base = running.where(_turns.c.outcome == TurnOutcome.OPEN.value)
     if kind == "breach":
         stmt = base.where(_turns.c.deadline_at <= now).values(
             outcome=TurnOutcome.BREACHED.value, breached_at=_turns.c.deadline_at, agent_id=assignee
         )
     elif kind == "warn":
         stmt = base.where(_turns.c.warn_at <= now, _turns.c.warned_at.is_(None)).values(warned_at=now)
-    else:
-        stmt = base.where(_turns.c.reassigned_at.is_(None)).values(reassigned_at=now)
+    else:  # reassign: the buyer is still waiting, before or after the deadline
+        stmt = running.where(_turns.c.reassigned_at.is_(None)).values(reassigned_at=now)
     return connection.execute(stmt.returning(*_turns.c)).first()
 
 

@@ -90,12 +90,15 @@ class DeadlineQueue:
                         t.c.deadline_at,
                         t.c.warned_at,
                         t.c.reassigned_at,
-                    ).where(t.c.outcome == TurnOutcome.OPEN.value)
+                        t.c.outcome,
+                    ).where(t.c.closed_at.is_(None))  # still waiting (the one-running-clock index)
                 ).all()
                 for row in rows:
-                    turn = {"id": row.id, "deadline_at": row.deadline_at}
-                    if row.warned_at is None:
-                        turn["warn_at"] = row.warn_at
+                    turn: dict = {"id": row.id}
+                    if row.outcome == TurnOutcome.OPEN:  # breached ones wait for an answer, or a reassignment
+                        turn["deadline_at"] = row.deadline_at
+                        if row.warned_at is None:
+                            turn["warn_at"] = row.warn_at
                     reassign = policy_for(row.shop_id).reassign_after_seconds
                     if reassign and row.reassigned_at is None:
                         turn["reassign_at"] = row.started_at + timedelta(seconds=reassign)

@@ -193,3 +193,23 @@ def test_auto_reassign_hands_an_unanswered_conversation_to_another_available_age
         assert first in (desk_world.agent_id, desk_world.other_agent_id) and moved not in (None, first)
         [turn] = turns(conversation)
         assert turn.reassigned_at is not None and turn.outcome.value == "open"
+
+
+def test_auto_reassign_also_moves_a_breached_conversation_still_waiting(app, desk_world):
+    from app.models import Conversation
+    from tests.desk.conftest import make_present
+    from tests.sla.conftest import set_policy
+
+    with app.app_context():
+        set_policy(desk_world.shop_id, reassign_after_seconds=240)
+        conversation = desk_world.buyer("o_breached_then_moved", utcnow() - timedelta(seconds=250))
+        first = db.session.get(Conversation, conversation).assignee_id
+        db.session.remove()
+        make_present(desk_world.other_agent_id)
+        turn_id = turns(conversation)[0].id
+        assert clock.fire(turn_id, "breach") is not None
+        assert clock.fire(turn_id, "reassign") is not None
+        moved = db.session.get(Conversation, conversation).assignee_id
+        assert moved not in (None, first)
+        [turn] = turns(conversation)
+        assert turn.outcome.value == "breached" and turn.reassigned_at is not None
