@@ -11,11 +11,12 @@ import sqlalchemy as sa
 
 from app.desk import assignment
 from app.extensions import db
-from app.models import Conversation, ConversationStatus, Customer, ReplyTurn, Shop, SlaHourly, User
+from app.models import Conversation, ConversationStatus, Customer, ReplyTurn, Shop, SlaHourly, TurnOutcome, User
 from app.sla.clock import turn_dict
 from app.sla.policy import policy_for
 
 WAITING_LIMIT = 200
+BREACHED_WAITING_LIMIT = 50
 
 
 def rate(met: int, total: int) -> float | None:
@@ -68,15 +69,27 @@ def board(shops: list[Shop], now: datetime) -> dict:
     shop_ids = [shop.id for shop in shops]
     names = {shop.id: shop.name for shop in shops}
     assignee = sa.orm.aliased(User)
-    waiting_rows = db.session.execute(
-        sa.select(ReplyTurn, Customer.nickname, Customer.openid, Conversation.assignee_id, assignee.display_name)
-        .join(Conversation, Conversation.id == ReplyTurn.conversation_id)
-        .join(Customer, Customer.id == ReplyTurn.customer_id)
-        .outerjoin(assignee, assignee.id == Conversation.assignee_id)
-        .where(ReplyTurn.closed_at.is_(None), Conversation.status == ConversationStatus.OPEN)
-        .order_by(ReplyTurn.started_at, ReplyTurn.id)
-        .limit(WAITING_LIMIT)
-    ).all()
+
+    def waiting_query(*where, order, limit):
+        return db.session.execute(
+            sa.select(ReplyTurn, Customer.nickname, Customer.openid, Conversation.assignee_id, assignee.display_name)
+            .join(Conversation, Conversation.id == ReplyTurn.conversation_id)
+            .join(Customer, Customer.id == ReplyTurn.customer_id)
+            .outerjoin(assignee, assignee.id == Conversation.assignee_id)
+            .where(ReplyTurn.closed_at.is_(None), Conversation.status == ConversationStatus.OPEN, *where)
+            .order_by(*order)
+            .limit(limit)
+        ).all()
+
+    # Clocks still running first, nearest deadline first (what can still be saved), then buyers whose
+    # turn already breached and who still wait, most recent breach first.
+    waiting_rows = waiting_query(
+        ReplyTurn.outcome == TurnOutcome.OPEN, order=(ReplyTurn.deadline_at, ReplyTurn.id), limit=WAITING_LIMIT
+    ) + waiting_query(
+        ReplyTurn.outcome == TurnOutcome.BREACHED,
+        order=(ReplyTurn.breached_at.desc(), ReplyTurn.id),
+        limit=BREACHED_WAITING_LIMIT,
+    )
     waiting = []
     for turn, nickname, openid, assignee_id, assignee_name in waiting_rows:
         data = turn_dict(turn)
@@ -121,9 +134,14 @@ def board(shops: list[Shop], now: datetime) -> dict:
             entry = agents.setdefault(agent["id"], {**agent, "shop_ids": []})
             entry["shop_ids"].append(shop.id)
     rates = today_rates(shops, now)
-    waiting_counts: dict[int, int] = {}
-    for turn in waiting:
-        waiting_counts[turn["shop_id"]] = waiting_counts.get(turn["shop_id"], 0) + 1
+    waiting_counts = dict(
+        db.session.execute(
+            sa.select(ReplyTurn.shop_id, sa.func.count())
+            .join(Conversation, Conversation.id == ReplyTurn.conversation_id)
+            .where(ReplyTurn.closed_at.is_(None), Conversation.status == ConversationStatus.OPEN)
+            .group_by(ReplyTurn.shop_id)
+        ).all()
+    )
     return {
         "now": now.isoformat(),
         "shops": [

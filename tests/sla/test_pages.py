@@ -51,9 +51,9 @@ def test_the_board_shows_waiting_buyers_breaches_agents_and_todays_rate(app, des
     assert (shop["turns"], shop["met"], shop["breached"]) == (2, 1, 1) and shop["rate"] == 0.5
     assert shop["waiting"] == 2 and shop["breaches_last_hour"] == 1
     waiting_ids = [w["conversation_id"] for w in data["waiting"]]
-    assert waiting_ids == [missed, waiting]  # oldest first
-    assert data["waiting"][0]["outcome"] == "breached" and data["waiting"][1]["outcome"] == "open"
-    assert data["waiting"][1]["assignee_name"] == "客服小王"
+    assert waiting_ids == [waiting, missed]  # running clocks first, then breached buyers still waiting
+    assert data["waiting"][0]["outcome"] == "open" and data["waiting"][1]["outcome"] == "breached"
+    assert data["waiting"][0]["assignee_name"] == "客服小王"
     assert [b["conversation_id"] for b in data["breaches"]] == [missed]
     names = {a["name"]: a for a in data["agents"]}
     assert names["客服小王"]["presence"] == "online" and names["客服小王"]["open_count"] == 3
