@@ -118,6 +118,9 @@ def _init_web(app: Flask) -> None:
     from app.orders import install as install_orders
 
     install_orders()
+    from app.sla import install as install_sla
+
+    install_sla()
     from app.desk import realtime
 
     sockets.register()  # before init_app: handlers are bound to each new server from the list
@@ -151,6 +154,9 @@ def _register_blueprints(app: Flask) -> None:
     from app.orders.api import bp as orders_api_bp
 
     app.register_blueprint(orders_api_bp)
+    from app.sla.routes import api_bp as sla_api_bp
+
+    app.register_blueprint(sla_api_bp)
     if app.config.get("SIMULATOR_ENABLED"):
         _mount_simulator(app)
 

@@ -34,11 +34,13 @@ def register(app: Flask) -> None:
     app.cli.add_command(simulator_cli)
     app.cli.add_command(sync_command)
     from app.returns.cli import returns_cli
+    from app.sla.cli import sla_cli
 
     app.cli.add_command(returns_cli)
     from app.rules.cli import rules_cli
 
     app.cli.add_command(rules_cli)
+    app.cli.add_command(sla_cli)
 
 
 @click.command("scheduler")
@@ -49,12 +51,14 @@ def scheduler_command():
     others wait and take over within seconds when it stops or dies. Without Redis, run only one.
     """
     from app import scheduler
+    from app.sla import timer
 
     app = current_app._get_current_object()
     _start_background_workers(app)
     if not app.config.get("REDIS_URL"):
         from apscheduler.schedulers.blocking import BlockingScheduler
 
+        timer.start(app)  # the reply clocks' deadline queue
         click.echo("scheduler running without Redis: no leader lock, run only one of these")
         scheduler.configure(app, BlockingScheduler(timezone="UTC", job_defaults=scheduler.JOB_DEFAULTS)).start()
         return
@@ -69,12 +73,18 @@ def _run_led_scheduler(app) -> None:
     from apscheduler.schedulers.background import BackgroundScheduler
 
     from app import leader, scheduler
+    from app.ingest import worker
+    from app.sla import timer
 
     config = app.config
     lease = config["SCHEDULER_LEASE_SECONDS"]
     renew = min(config["SCHEDULER_RENEW_SECONDS"], lease / 3)
     lead = leader.Leadership(leader.redis_client(config["REDIS_URL"], lease), leader.lock_key(config), lease)
     scheduler.leadership = lead
+    # The reply clocks' deadline queue runs in every scheduler, standbys too: each breach, warning and
+    # reassignment is claimed once (UPDATE ... WHERE outcome = 'open' RETURNING), so a standby adds no
+    # duplicate and a failover needs no hand-over of timers.
+    timer.start(app)
     jobs = scheduler.configure(app, BackgroundScheduler(timezone="UTC", job_defaults=scheduler.JOB_DEFAULTS))
     jobs.start(paused=True)
     stopping = threading.Event()
@@ -98,6 +108,8 @@ def _run_led_scheduler(app) -> None:
         # Let a running job finish (its advisory lock keeps the next leader from starting it
         # twice meanwhile), then hand the lead over at once rather than after the lease.
         jobs.shutdown(wait=True)
+        worker.stop_workers(app)  # finish claimed batches before handing over
+        timer.stop(app)
         lead.release()
         click.echo(f"scheduler {lead.identity} stopped")
 
@@ -127,6 +139,9 @@ def workers_command():
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     with contextlib.suppress(KeyboardInterrupt):
         stopping.wait()
+    from app.ingest import worker
+
+    worker.stop_workers(app)  # finish claimed batches: nothing waits out a claim lease after a deploy
 
 
 @click.command("sync")

@@ -34,6 +34,11 @@ conversation_opening = signals.signal("conversation-opening")
 # assigned (bool, optional: the change gave it to its assignee, as with reason "assigned")
 conversation_changed = signals.signal("conversation-changed")
 message_changed = signals.signal("message-changed")  # message (dict), created (bool)
+# The reply clock (app/sla/clock.py). sla_turn_started: turn (id, conversation_id, deadline_at, warn_at,
+# reassign_at), for the deadline queue. sla_changed: turn (clock.turn_dict), reason (warn, breach,
+# reassign, answered, closed), after the change is committed.
+sla_turn_started = signals.signal("sla-turn-started")
+sla_changed = signals.signal("sla-changed")
 # sender: 0 (not a shop). user_id, presence, shop_ids (None: every shop)
 presence_changed = signals.signal("presence-changed")
 

@@ -217,6 +217,9 @@ JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None
 
 
 def start_background(app: Flask) -> BackgroundScheduler:
+    from app.sla import timer
+
     scheduler = configure(app, BackgroundScheduler(timezone="UTC", job_defaults=JOB_DEFAULTS))
     scheduler.start()
+    timer.start(app)  # the reply clocks' deadline queue lives with the scheduler
     return scheduler

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PACKAGES=(
   "socket.io-client@4.8.4 dist/socket.io.min.js socket.io.min.js"
+  "chart.js@4.5.1 dist/chart.umd.min.js chart.umd.min.js"
 )
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -76,6 +76,9 @@ def app(_app) -> Iterator[Flask]:
     from app.desk import intake
 
     intake.forget_settings()  # shop ids repeat between tests
+    from app.sla import policy
+
+    policy.forget()
     yield _app
     with _app.app_context():
         db.session.remove()

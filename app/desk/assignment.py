@@ -415,3 +415,30 @@ def assign(actor: User, conversation_id: int, user_id: int | None) -> dict:
     if previous is not None and previous != user_id:
         drain_queue()  # the previous agent has room for one more
     return summary
+
+
+def reassign_unanswered(conversation_id: int) -> int | None:
+    """The SLA's optional auto-reassign (per shop, ``sla_settings.reassign_after_seconds``): the buyer is
+    still waiting, so hand the conversation to another available agent; their id, or None (nobody
+    free, already answered, resolved). The reply clock keeps running: the turn started when it started."""
+    session = db.session()
+    with tenancy.system_scope(session), assignment_lock():
+        state = store.conversation_state(conversation_id, lock=True)
+        if state is None or state.status != ConversationStatus.OPEN or state.waiting_since is None:
+            session.rollback()
+            return None
+        previous = state.assignee_id
+        assigned = _give_best(store.Record(state, customer_last_agent_id=None), utcnow(), exclude=previous)
+        if assigned is None:
+            session.rollback()
+            return None
+        session.commit()
+    events.emit(
+        events.conversation_changed,
+        assigned.shop_id,
+        conversation=views.summary_from_state(assigned, store.state_tags(state)),
+        reason="assigned",
+        message=None,
+        notify_user_ids={assigned.assignee_id, previous} - {None},
+    )
+    return assigned.assignee_id

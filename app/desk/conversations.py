@@ -47,6 +47,7 @@ from app.platform.client import (
     QuotaExhausted,
     RateLimited,
 )
+from app.sla import clock
 
 SEND_OPERATION = "commkf.sendmsg"
 MAX_TEXT = 1000
@@ -228,10 +229,12 @@ def send_reply(
     if conversation.assignee_id is None:
         _assign(conversation, user, now)
     db.session.flush()
+    turn = clock.answer(conversation, message, user.id, now)
     data_ = changes.message(message, created=True)
     changes.conversation(conversation, "assigned" if previous is None else "message", data_, previous)
     db.session.commit()
     changes.announce()
+    clock.announce(conversation.shop_id, turn, "answered")
     return data_
 
 
@@ -437,6 +440,7 @@ def retry_message(user: User, message_id: int) -> dict:
 
 def resolve(user: User, conversation_id: int) -> dict:
     changes = Changes()
+    turn = None
     conversation = lock_conversation(conversation_id)
     if conversation.assignee_id not in (None, user.id) and user.role == Role.AGENT:
         raise DeskError("forbidden", _("Only the assigned agent or a supervisor can resolve this conversation."))
@@ -447,9 +451,12 @@ def resolve(user: User, conversation_id: int) -> dict:
         conversation.queued_at = None
         conversation.waiting_since = None
         conversation.unread_count = 0
+        turn = clock.close_unanswered(conversation, conversation.resolved_at)
         changes.conversation(conversation, "resolved")
     db.session.commit()
     changes.announce()
+    if conversation.status == ConversationStatus.RESOLVED:
+        clock.announce(conversation.shop_id, turn, "closed")
     return views.conversation_summary(conversation)
 
 

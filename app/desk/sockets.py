@@ -24,7 +24,8 @@ from app.desk import assignment, conversations
 from app.desk.conversations import DeskError
 from app.desk.realtime import NAMESPACE, conversation_room, user_room, watch_room
 from app.extensions import db, socketio
-from app.models import Conversation, Shop
+from app.models import Conversation, Role, Shop
+from app.sla.realtime import sla_room
 
 log = logging.getLogger(__name__)
 INBOX_VIEWS = ("mine", "unassigned", "all", "resolved")
@@ -53,7 +54,7 @@ def _leave_rooms_outside(namespace: Namespace, scope) -> None:
     if scope is None:
         return
     for room in list(namespace.rooms(request.sid)):
-        if room.startswith("watch:") and int(room.split(":", 1)[1]) not in scope:
+        if room.startswith(("watch:", "sla:")) and int(room.split(":", 1)[1]) not in scope:
             leave_room(room)
         elif room.startswith("conversation:"):
             shop_id = db.session.scalar(sa.select(Conversation.shop_id).where(Conversation.id == int(room[13:])))
@@ -162,6 +163,23 @@ class DeskNamespace(Namespace):
         for shop in wanted:
             join_room(watch_room(shop))
         return {}
+
+    @desk_event
+    def on_sla_watch(self, data):
+        """A supervisor's board: hear the SLA events of the shops they serve (or one of them)."""
+        shop_id = _int(data, "shop_id", required=False)
+        allowed = _scoped_shop_ids()
+        if shop_id is not None and shop_id not in allowed:
+            raise DeskError("not_found", _("This shop does not exist, or you do not serve it."))
+        if current_user.role not in (Role.SUPERVISOR, Role.ADMIN):
+            raise DeskError("forbidden", _("Only supervisors can watch the service level board."))
+        wanted = {shop_id} if shop_id else set(allowed)
+        for room in list(self.rooms(request.sid)):
+            if room.startswith("sla:") and int(room.split(":", 1)[1]) not in wanted:
+                leave_room(room)
+        for shop in wanted:
+            join_room(sla_room(shop))
+        return {"shop_ids": sorted(wanted)}
 
     @desk_event
     def on_conversation_open(self, data):

@@ -294,7 +294,11 @@ def handle(shop_id: int, payload: dict) -> list[Announcement]:
             "tags": stored.tags,
             "assigned": assigned,
         }
-        return [lambda: events.emit(events.buyer_message_received, shop_id, **data)]
+        announcements = [lambda: events.emit(events.buyer_message_received, shop_id, **data)]
+        if stored.turn is not None:
+            turn = stored.turn
+            announcements.append(lambda: events.emit(events.sla_turn_started, shop_id, turn=turn))
+        return announcements
     # Every HTTP call first, then the writes: no database lock is held while the platform answers.
     shop = db.session.get(Shop, shop_id)
     fetched_at = utcnow()

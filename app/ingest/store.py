@@ -398,6 +398,7 @@ class StoredMessage:
     tags: list[str]
     created: bool
     new_conversation: bool
+    turn: dict | None = None  # the reply clock this message started (app/sla/clock.py), if any
 
 
 _conversations = Conversation.__table__
@@ -603,8 +604,14 @@ def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
         # The buyer spoke: the platform's 5-replies-in-48-hours budget starts again.
         changes["replies_since_buyer"] = 0
         changes["auto_replies_since_buyer"] = 0
+    turn = None
     if conversation.waiting_since is None:
         changes["waiting_since"] = sent_at
+        # The buyer's first message since the last human reply: the 3-minute clock starts (one
+        # INSERT per turn; the turn's further messages add nothing here).
+        from app.sla.clock import start_turn
+
+        turn = start_turn(connection, shop_id, conversation, seq, sent_at)
     if conversation.assignee_id is None and conversation.queued_at is None:
         changes["queued_at"] = now
     connection.execute(sa.update(_conversations).where(_conversations.c.id == conversation.id).values(**changes))
@@ -615,7 +622,9 @@ def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
     no_sender = {"sender_user_id": None, "request_id": None, "delivery_error": None, "auto_kind": None}
     message = Record(id=message_id, sent_at=None, **no_sender, **filed)
     state = Record(conversation, **changes)
-    return StoredMessage(message, state, state_tags(conversation), created=True, new_conversation=new_conversation)
+    return StoredMessage(
+        message, state, state_tags(conversation), created=True, new_conversation=new_conversation, turn=turn
+    )
 
 
 def _filed(connection: sa.Connection, shop_id: int, msg_id: str) -> StoredMessage | None:

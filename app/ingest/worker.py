@@ -120,6 +120,15 @@ def start_workers(app: Flask, threads: int | None = None) -> QueueWorkers:
 _start_lock = threading.RLock()
 
 
+def stop_workers(app: Flask) -> None:
+    """Stop this process's inbox and outbox threads on a clean shutdown: each finishes the batch it
+    claimed (a row killed mid-batch would wait out its claim lease before another process takes it)."""
+    for key in (EXTENSION_KEY, OUTBOX_KEY):
+        workers = app.extensions.pop(key, None)
+        if workers is not None:
+            workers.stop()
+
+
 def _ensure_started(app: Flask, key: str) -> QueueWorkers | None:
     workers = app.extensions.get(key)
     if workers is None and app.config["INBOX_WORKERS_IN_WEB"] and not app.testing:

@@ -36,6 +36,7 @@ from app.models.people import AgentConnection, Customer, CustomerTag, Role, User
 from app.models.returns import AddressBinding, BindingScope, ReturnAddress
 from app.models.rules import Rule, RuleDecision, RuleSettings, RuleVersion
 from app.models.shops import Shop
+from app.models.sla import ReplyTurn, SlaHourly, SlaReplyHistogram, SlaSettings, SlaUnit, TurnOutcome
 
 __all__ = [
     "AddressBinding",
@@ -66,6 +67,7 @@ __all__ = [
     "OutboxStatus",
     "PlatformToken",
     "QuickReply",
+    "ReplyTurn",
     "ReturnAddress",
     "Role",
     "Rule",
@@ -75,7 +77,12 @@ __all__ = [
     "SenderKind",
     "Shop",
     "Sku",
+    "SlaHourly",
+    "SlaReplyHistogram",
+    "SlaSettings",
+    "SlaUnit",
     "SyncCursor",
+    "TurnOutcome",
     "User",
     "user_shops",
 ]

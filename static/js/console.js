@@ -245,7 +245,36 @@
   }
   function currentPath() { return conv ? "/conversations/" + conv.id : "/"; }
 
+  // --- the 3-minute manual reply clock (docs/sla.md) ---------------------------------------------
+  // Each waiting conversation counts down to its shop's threshold. At the warning threshold the row
+  // jumps to the top (warned rows first, the nearest deadline first), is highlighted, and a sound
+  // plays once per buyer turn. The shops' thresholds and the agent's own rate come from /api/sla/me.
+  var SLA = { policies: {}, alerted: new Set(), sound: null, loading: false, again: null };
+  var SLA_SOUND = dataEl.getAttribute("data-sla-sound") || "";
+  var slaMine = document.querySelector("[data-sla-mine]");
+
+  function slaPolicy(shopId) {
+    return SLA.policies[String(shopId)] || { threshold_seconds: 180, warning_seconds: 100 };
+  }
+  function slaTimes(s) {
+    if (!s || s.status !== "open" || !s.waiting_since) { return null; }
+    var start = timeOf(s.waiting_since), p = slaPolicy(s.shop_id);
+    return {
+      warn: start + Math.min(p.warning_seconds, p.threshold_seconds) * 1000,
+      deadline: start + p.threshold_seconds * 1000,
+      key: s.id + "@" + s.waiting_since
+    };
+  }
+  function slaWarned(s, now) {
+    var times = slaTimes(s);
+    return times && now >= times.warn ? times : null;
+  }
+
   function compareSummaries(a, b) {
+    var now = Date.now(), wa = slaWarned(a, now), wb = slaWarned(b, now);
+    if (wa && !wb) { return -1; }
+    if (wb && !wa) { return 1; }
+    if (wa && wb && wa.deadline !== wb.deadline) { return wa.deadline - wb.deadline; }
     var d = timeOf(b.last_message_at) - timeOf(a.last_message_at);
     return d !== 0 ? d : b.id - a.id;
   }
@@ -314,6 +343,16 @@
       waiting.setAttribute("data-since", s.waiting_since);
       waiting.title = t("waiting_title", { time: formatTime(s.waiting_since, s.shop_id) });
       meta.appendChild(waiting);
+    }
+    var times = slaTimes(s);
+    if (times) {
+      var countdown = el("span", "sla-countdown");
+      countdown.setAttribute("data-sla-deadline", String(times.deadline));
+      countdown.setAttribute("data-sla-warn", String(times.warn));
+      countdown.title = t("sla_title");
+      meta.appendChild(countdown);
+      if (Date.now() >= times.warn) { a.classList.add("is-sla-warning"); }
+      slaRender(countdown, Date.now());
     }
     a.appendChild(meta);
     li.appendChild(a);
@@ -1663,6 +1702,78 @@
   });
 
   // The 48-hour window closes by itself: keep the budget line current.
+  function slaClock(seconds) {
+    var m = Math.floor(seconds / 60), sec = seconds % 60;
+    return m + ":" + String(sec).padStart(2, "0");
+  }
+  function slaRender(span, now) {
+    var deadline = parseInt(span.getAttribute("data-sla-deadline"), 10);
+    var warn = parseInt(span.getAttribute("data-sla-warn"), 10);
+    var left = Math.ceil((deadline - now) / 1000);
+    var text = left >= 0 ? t("sla_left", { time: slaClock(left) }) : t("sla_over", { time: slaClock(-left) });
+    if (span.textContent !== text) { span.textContent = text; }
+    span.classList.toggle("is-warning", now >= warn && left >= 0);
+    span.classList.toggle("is-breached", left < 0);
+  }
+  function playWarning() {
+    if (!SLA_SOUND) { return; }
+    if (!SLA.sound) { SLA.sound = new Audio(SLA_SOUND); }
+    document.body.setAttribute("data-sla-sound", "playing");
+    try {
+      SLA.sound.currentTime = 0;
+      var played = SLA.sound.play();
+      if (played && played.then) {
+        played.then(function () { document.body.setAttribute("data-sla-sound", "played"); }, function () {
+          // Browsers refuse sound until the agent has interacted with the page; the highlight stays.
+          document.body.setAttribute("data-sla-sound", "blocked");
+        });
+      }
+    } catch (e) { document.body.setAttribute("data-sla-sound", "blocked"); }
+  }
+  function slaTick() {
+    var now = Date.now();
+    qa(".sla-countdown", inboxList).forEach(function (span) { slaRender(span, now); });
+    inbox.rows.slice().forEach(function (s) {
+      var warned = slaWarned(s, now);
+      if (warned && !SLA.alerted.has(warned.key)) {
+        SLA.alerted.add(warned.key);
+        placeRow(s, true);  // re-sorted: warned rows go first
+        if (isMine(s) || !s.assignee) { playWarning(); }
+      }
+    });
+  }
+  function renderSlaMine(me) {
+    if (!slaMine) { return; }
+    if (!me || me.rate == null) {
+      slaMine.textContent = t("sla_mine_none");
+    } else {
+      slaMine.textContent = t("sla_mine", { rate: (me.rate * 100).toFixed(1) + "%", met: me.met, turns: me.turns });
+      slaMine.classList.toggle("is-low", me.rate < 0.8);
+    }
+  }
+  function loadSla() {
+    if (SLA.loading) { SLA.again = true; return; }
+    SLA.loading = true;
+    fetch("/api/sla/me", { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (me) {
+        if (me) {
+          var changed = JSON.stringify(SLA.policies) !== JSON.stringify(me.policies || {});
+          SLA.policies = me.policies || {};
+          renderSlaMine(me);
+          if (changed) { inbox.rows.slice().forEach(function (s) { placeRow(s, true); }); }
+        }
+      })
+      .catch(function () { /* the next event or minute tries again */ })
+      .then(function () {
+        SLA.loading = false;
+        if (SLA.again) { SLA.again = false; setTimeout(loadSla, 300); }
+      });
+  }
+  loadSla();
+  setInterval(slaTick, 1000);
+  setInterval(loadSla, 60000);
+
   setInterval(function () { if (conv && conv.summary) { renderComposerState(); } }, 30000);
   // Counts of views this tab gets no events for (a shared view while in "mine", and vice versa).
   setInterval(function () { if (document.visibilityState === "visible") { refreshCountsSoon(); } }, 30000);
@@ -1738,6 +1849,7 @@
       // Not for the conversation on screen (taken, or answered from the queue, by this very agent).
       if (isMine(s) && !(conv && conv.id === s.id)) { notify(t("assigned_to_you", { name: customerName(s) }), s.id); }
     });
+    socket.on("sla.turn", function () { loadSla(); });
     socket.on("presence.changed", function (data) {
       if (!data) { return; }
       var touched = false;

@@ -23,6 +23,7 @@ EVENTS = {
     "conversation.reopen": lambda b: {"conversation_id": b.conversation_id},
     "conversation.assign": lambda b: {"conversation_id": b.conversation_id, "user_id": None},
     "inbox.watch": lambda b: {"view": "all", "shop_id": b.shop_id},
+    "sla.watch": lambda b: {"shop_id": b.shop_id},  # supervisors' SLA board (app/sla/realtime.py)
 }
 # Events that name no shop object: nothing to cross.
 SELF_EVENTS = {"heartbeat", "presence.set", "conversation.close"}
