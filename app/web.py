@@ -60,10 +60,13 @@ def init_app(app: Flask) -> None:
     def _refuse_nul_characters():
         """A NUL character in a parameter is never meant (PostgreSQL text cannot hold one, so it
         would fail deep in a query): refuse it up front, with a reason (found by tests/security)."""
-        values = list(request.args.values())
+        from app.desk.sockets import _has_nul
+
+        values = [*request.args.keys(), *(v for vs in request.args.listvalues() for v in vs)]
         if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-            values += request.form.values()
-        if any("\x00" in value for value in values):
+            values += [*request.form.keys(), *(v for vs in request.form.listvalues() for v in vs)]
+        body = request.get_json(silent=True) if request.is_json else None
+        if any("\x00" in value for value in values) or _has_nul(body):
             message = _("The request contains characters that are not allowed.")
             if wants_json():
                 return error_response(400, "invalid_characters", message)

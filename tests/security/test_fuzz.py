@@ -225,8 +225,16 @@ def test_nul_characters_in_socket_and_json_payloads_do_not_crash(app, world, age
     finally:
         sock.close()
     path = f"/api/after-sales/{world.a.after_sale_pk}/actions"
-    response = agent.post(path, json={"kind": "reject", "reason": "\x00"})
-    assert response.status_code < 500
+    before = _count(app, OutboxCall, AfterSaleAction)
+    response = agent.post(
+        path,
+        json={"kind": "reject", "request_id": request_id(), "reject_reason_type": 1, "reject_reason": "a\x00b"},
+    )
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_characters"
+    assert _count(app, OutboxCall, AfterSaleAction) == before
+    # A repeated parameter hides a NUL behind a clean first value; a key can carry one too.
+    assert agent.get("/api/conversations?q=ok&q=a%00b").status_code == 400
+    assert agent.get("/api/conversations?a%00b=1").status_code == 400
 
 
 def test_a_signed_push_with_a_nul_character_is_stored_not_refused(app, push_url):
