@@ -293,6 +293,23 @@ def profile_in_process(database_url: str, today) -> None:
         shops = list(accessible_shops())
         filters = history.Filters(today - timedelta(days=29), today, shops)
         history.report(filters)
+        # Each statement's time, beside the profile: the database's share of a request.
+        statements: dict[str, list[float]] = {}
+
+        @sa.event.listens_for(db.engine, "before_cursor_execute")
+        def _started(conn, cursor, statement, params, context, executemany):
+            conn.info["started"] = time.perf_counter()
+
+        @sa.event.listens_for(db.engine, "after_cursor_execute")
+        def _ended(conn, cursor, statement, params, context, executemany):
+            statements.setdefault(" ".join(statement.split())[:110], []).append(time.perf_counter() - conn.info["started"])
+
+        started = time.perf_counter()
+        for _ in range(5):
+            history.report(filters)
+        print(f"history.report: {(time.perf_counter() - started) / 5 * 1000:.1f} ms a request", file=sys.stderr)
+        for text, times in sorted(statements.items(), key=lambda kv: -sum(kv[1])):
+            print(f"  {statistics.median(times) * 1000:7.1f} ms  {text}", file=sys.stderr)
         profiler = cProfile.Profile()
         profiler.enable()
         for _ in range(5):

@@ -113,12 +113,23 @@ ERROR_TEXT = {
     "unavailable": _l("The platform could not be reached after several attempts. Try again."),
     "bad_request": _l("The platform refused the request as malformed."),
     "rejected": _l("The platform refused the action."),
+    "withdrawn": _l("Not sent: the case changed, or automation was paused, before the call went out."),
 }
 
 
 # Called in the transaction that records an action's outcome: (action, "succeeded" | "failed", details).
 # The rule engine writes the platform's answer back to the decision that queued the action.
 OUTCOME_HOOKS: list = []
+
+
+# Called just before an action's platform call, with (action, after-sale as stored now); raising
+# ActionWithdrawn fails the action without calling the platform. The rule engine re-checks its kill
+# switch here: an approval may wait minutes in the outbox (retries, the per-order refund limit).
+PRE_SEND_CHECKS: list = []
+
+
+class ActionWithdrawn(Exception):
+    """The action is not sent after all (the reason is shown with the failed action)."""
 
 
 def _run_outcome_hooks(action: AfterSaleAction, outcome: str, details: dict) -> None:
@@ -274,6 +285,8 @@ def _queue(user: User, after_sale: AfterSale, action: AfterSaleAction) -> AfterS
         "address_id": action.address_id,
         "reject_reason_type": action.reject_reason_type,
         "reject_reason": action.reject_reason,
+        # What the approval was for: a buyer who changes the amount meanwhile gets a new decision.
+        "amount_fen": after_sale.refund_amount_fen,
     }
     outbox.enqueue(
         action.shop_id,
@@ -397,10 +410,32 @@ def _read_back(client, after_sale_order_id: str) -> dict | None:
         return None  # the push or the poller will bring the new status
 
 
+def _check_before_sending(payload: dict) -> None:
+    """The case as stored now must still be the one the action was asked for: same amount (a buyer
+    may raise it while the call waits), and every registered check agrees."""
+    action = db.session.get(AfterSaleAction, payload["action_id"])
+    after_sale = db.session.get(AfterSale, action.after_sale_pk) if action is not None else None
+    if action is None or after_sale is None:
+        db.session.commit()
+        return
+    try:
+        expected = payload.get("amount_fen")
+        kind = AfterSaleActionKind(payload["kind"])
+        if kind in REFUNDING and expected is not None and after_sale.refund_amount_fen != expected:
+            raise ActionWithdrawn(
+                f"the refund amount changed from {expected} to {after_sale.refund_amount_fen} fen since it was asked"
+            )
+        for check in PRE_SEND_CHECKS:
+            check(action, after_sale)
+    finally:
+        db.session.commit()  # no transaction open while the platform answers
+
+
 def _perform(shop: Shop, call: OutboxCall) -> dict:
     payload = dict(call.payload)
     kind = AfterSaleActionKind(payload["kind"])
     after_sale_order_id = payload["after_sale_order_id"]
+    _check_before_sending(payload)
     client = client_for(shop)
     api = "/channels/ec/aftersale/acceptapply"
     if kind in REFUNDING:
@@ -486,6 +521,8 @@ def failure_code(exc: Exception, detail: dict | None, from_status: str) -> str:
         return "unavailable"
     if isinstance(exc, BadRequest):
         return "bad_request"
+    if isinstance(exc, ActionWithdrawn):
+        return "withdrawn"
     return "rejected"
 
 

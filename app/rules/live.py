@@ -141,7 +141,8 @@ def enqueue_evaluation(shop_id: int, trigger: str, subject_kind: str, subject_id
 
 
 def after_sale_state(after_sale: AfterSale) -> str:
-    return f"{after_sale.status}:{after_sale.type}"
+    # The amount too: a buyer who changes it gets a new evaluation (and "amount <= X" a new look).
+    return f"{after_sale.status}:{after_sale.type}:{after_sale.refund_amount_fen}"
 
 
 def _wake() -> None:
@@ -403,6 +404,13 @@ def _decide(context: _Context, rule: RuleSnapshot, key: str, result) -> tuple[in
         outcome, error, note = NO_MATCH, None, None
     elif settings.paused:
         outcome, error, note = KILLED, "automation paused (kill switch)", "自动规则已暂停（总开关），请人工处理。"
+    elif approving and context.subject_kind != "after_sale":
+        # Only an after-sale can be approved (the editor offers approvals on after-sale triggers only;
+        # a rule written some other way must not approve whatever after-sale shares the id).
+        outcome, error, note = ESCALATED, "approval on a trigger that is not an after-sale", None
+    elif approving and not rule.dry_run and (amount is None or amount <= 0):
+        # An after-sale without a known refund amount: the caps and "amount <= X" saw nothing.
+        outcome, error, note = ESCALATED, "refund amount unknown", "退款金额未知，自动规则未审批，请人工处理。"
     elif rule.dry_run:
         outcome, error, note = (WOULD_APPROVE if approving else WOULD_ACT), None, None
     elif not approving:
@@ -614,8 +622,25 @@ def _succeeded(call: OutboxCall, answer: dict) -> list:
 
 
 def _failed(call: OutboxCall, exc: Exception) -> list:
+    """An evaluation that kept failing: the case goes to people with the reason."""
     log.error("rule evaluation %s gave up: %s", call.idempotency_key, exc)
+    if call.payload.get("subject_kind") == "after_sale":
+        after_sale = db.session.get(AfterSale, int(call.payload["subject_id"]))
+        if after_sale is not None:
+            hand_to_people(after_sale, f"自动规则评估失败，请人工处理：{exc}"[:500])
     return []
+
+
+def _still_allowed(action, after_sale: AfterSale) -> None:
+    """Just before an approval the rules asked for goes out: the kill switch may have been turned on
+    while it waited (retries, the per-order refund limit)."""
+    from app.orders.actions import ActionWithdrawn
+
+    requester = db.session.get(User, action.requested_by_id) if action.requested_by_id else None
+    if requester is None or requester.username != RULE_ACTOR:
+        return
+    if settings_for(after_sale.shop_id).paused:
+        raise ActionWithdrawn("the shop's automation kill switch was turned on before the call went out")
 
 
 outbox.register(OPERATION, outbox.Handler(perform=_perform, succeeded=_succeeded, failed=_failed))
@@ -627,6 +652,8 @@ def init_app() -> None:
 
     if _on_action_outcome not in actions.OUTCOME_HOOKS:
         actions.OUTCOME_HOOKS.append(_on_action_outcome)
+    if _still_allowed not in actions.PRE_SEND_CHECKS:
+        actions.PRE_SEND_CHECKS.append(_still_allowed)
     events.after_sale_changed.connect(on_after_sale_changed)
     events.order_changed.connect(on_order_changed)
     events.buyer_message_received.connect(on_buyer_message)

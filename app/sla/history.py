@@ -135,25 +135,36 @@ def report(filters: Filters, include_rows: bool = False) -> dict:
         sa.select(h.day, h.local_hour, *sums).where(*where).group_by(h.day, h.local_hour)
     ).all()
 
-    per_shop = {shop.id: _empty() for shop in shops}
-    per_shop_day: dict[tuple[int, date], dict] = {}
-    per_agent: dict[int, dict] = {}
-    per_agent_day: dict[tuple[int, date], dict] = {}
-    heat: dict[tuple[int, int], dict] = {}  # (ISO weekday, hour) -> totals
+    # Fanned out by position (not by name per row): a 30-day range of 5 shops is ~7,500 rows.
+    keys = list(_empty())
+    width = len(keys)
+    per_shop_day_values: dict[tuple[int, date], list[int]] = {}
+    per_agent_values: dict[int, list[int]] = {}
+    per_agent_day: dict[tuple[int, date], dict] = {}  # conversations only (handled per day)
+    conversations = keys.index("conversations")
     detail: dict[tuple[date, int, int], dict] = {}
     for row in detail_rows:
-        day = _as_date(row.day)
-        totals = _empty()
-        _add(totals, row)
-        detail[(day, row.shop_id, row.agent_id)] = totals
+        day = _as_date(row[0])
+        values = [int(v or 0) for v in row[3:]]
+        if include_rows:
+            detail[(day, row.shop_id, row.agent_id)] = dict(zip(keys, values, strict=True))
         for target in (
-            per_shop[row.shop_id],
-            per_shop_day.setdefault((row.shop_id, day), _empty()),
-            per_agent.setdefault(row.agent_id, _empty()),
-            per_agent_day.setdefault((row.agent_id, day), _empty()),
+            per_shop_day_values.setdefault((row.shop_id, day), [0] * width),
+            per_agent_values.setdefault(row.agent_id, [0] * width),
         ):
-            for key, value in totals.items():
-                target[key] += value
+            for i in range(width):
+                target[i] += values[i]
+        handled = per_agent_day.setdefault((row.agent_id, day), {"conversations": 0})
+        handled["conversations"] += values[conversations]
+    per_shop = {shop.id: _empty() for shop in shops}
+    per_shop_day: dict[tuple[int, date], dict] = {}
+    for (shop_id, day), values in per_shop_day_values.items():
+        per_shop_day[(shop_id, day)] = dict(zip(keys, values, strict=True))
+        totals = per_shop[shop_id]
+        for key, value in zip(keys, values, strict=True):
+            totals[key] += value
+    per_agent = {agent_id: dict(zip(keys, values, strict=True)) for agent_id, values in per_agent_values.items()}
+    heat: dict[tuple[int, int], dict] = {}  # (ISO weekday, hour) -> totals
     for row in heat_rows:
         _add(heat.setdefault((_as_date(row.day).isoweekday(), int(row.local_hour)), _empty()), row)
 
