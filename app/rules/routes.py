@@ -381,19 +381,23 @@ def _render_backtest(shop: Shop, draft: editor.Draft, rule: Rule | None):
     if draft.problems:
         flash(_("Fix the rule before the backtest: see the rows marked below."), "error")
         return render_template("rules/edit.html", **_editor_context(shop, draft, rule)), 400
-    result = backtest.run(shop, draft.definition())
+    form_items = [(k, v) for k in request.form for v in request.form.getlist(k) if k not in ("csrf_token", "backtest")]
+    return _backtest_page(shop, draft, rule, form_items)
+
+
+def _backtest_page(shop: Shop, draft: editor.Draft, rule: Rule | None, form_items: list | None):
+    """The backtest of a draft (``form_items``: the edited form, to save it from the page) or of a saved rule."""
     return render_template(
         "rules/backtest.html",
         shop=shop,
         draft=draft,
         rule=rule,
-        result=result,
+        result=backtest.run(shop, draft.definition()),
         describe=editor.describe,
         describe_action=editor.describe_action,
         format_yuan=format_yuan,
         after_sale_type=after_sale_type,
-        form_items=[(k, v) for k in request.form for v in request.form.getlist(k)
-                    if k not in ("csrf_token", "backtest")],
+        form_items=form_items,
     )
 
 
@@ -402,17 +406,4 @@ def _render_backtest(shop: Shop, draft: editor.Draft, rule: Rule | None):
 def backtest_rule(rule_id: int):
     rule = _rule_or_404(rule_id)
     shop = _shop_or_404(rule.shop_id)
-    draft = editor.from_rule(rule)
-    result = backtest.run(shop, draft.definition())
-    return render_template(
-        "rules/backtest.html",
-        shop=shop,
-        draft=draft,
-        rule=rule,
-        result=result,
-        describe=editor.describe,
-        describe_action=editor.describe_action,
-        format_yuan=format_yuan,
-        after_sale_type=after_sale_type,
-        form_items=None,
-    )
+    return _backtest_page(shop, editor.from_rule(rule), rule, None)
