@@ -302,7 +302,8 @@ def profile_in_process(database_url: str, today) -> None:
 
         @sa.event.listens_for(db.engine, "after_cursor_execute")
         def _ended(conn, cursor, statement, params, context, executemany):
-            statements.setdefault(" ".join(statement.split())[:110], []).append(time.perf_counter() - conn.info["started"])
+            took = time.perf_counter() - conn.info["started"]
+            statements.setdefault(" ".join(statement.split())[:110], []).append(took)
 
         started = time.perf_counter()
         for _ in range(5):
