@@ -22,7 +22,7 @@ from app.models import Rule, RuleVersion, User
 from app.rules import engine
 from app.rules.engine import Problem
 
-ROW_KEY = re.compile(r"^([ca])-(\d{1,3})-(field|kind)$")
+ROW_KEY = re.compile(r"^([ca])-(\d{1,6})-(field|kind)$")
 MAX_ROWS = 20
 
 
@@ -49,7 +49,7 @@ def _rows(form, prefix: str, key: str) -> list[int]:
         match = ROW_KEY.match(name)
         if match and match.group(1) == prefix and match.group(3) == key and form.get(name):
             indexes.add(int(match.group(2)))
-    return sorted(indexes)[:MAX_ROWS]
+    return sorted(indexes)
 
 
 def _codes(text: str) -> list[str]:
@@ -67,6 +67,10 @@ def _number(text: str):
 def read_form(form, *, allow_auto_reject: bool = False) -> Draft:
     draft = Draft(name=(form.get("name") or "").strip()[:100], trigger=form.get("trigger") or "")
     parse_problems: list[Problem] = []
+    # Too many rows is a problem to show, never rows dropped: a dropped condition makes a broader rule.
+    for part, prefix, key in (("conditions", "c", "field"), ("actions", "a", "kind")):
+        if len(_rows(form, prefix, key)) > MAX_ROWS:
+            parse_problems.append(Problem(part, None, _("At most %(n)d rows: remove some.", n=MAX_ROWS)))
     for out_index, n in enumerate(_rows(form, "c", "field")):
         name = form.get(f"c-{n}-field")
         op = form.get(f"c-{n}-op") or ""

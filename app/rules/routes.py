@@ -92,6 +92,9 @@ def _rule_or_404(rule_id: int) -> Rule:
     return rule
 
 
+# A daily amount cap above this is a typing slip (and would overflow the column): ¥100,000,000.
+MAX_DAILY_AMOUNT_FEN = 10_000_000_000
+
 @bp.route("/")
 @supervisor_required
 def index():
@@ -265,11 +268,13 @@ def settings(shop_id: int):
             errors["daily_count_cap"] = _("Enter a whole number of 0 or more.")
         try:
             amount = parse_yuan(amount_text)
-            if amount < 0:
+            if amount < 0 or amount > MAX_DAILY_AMOUNT_FEN:
                 raise ValueError(amount_text)
         except ValueError:
             amount = None
-            errors["daily_amount_cap"] = _("Enter an amount in yuan, e.g. 199 or 199.50.")
+            errors["daily_amount_cap"] = _(
+                "Enter an amount in yuan up to %(max)s, e.g. 199 or 199.50.", max=format_yuan(MAX_DAILY_AMOUNT_FEN)
+            )
         if not errors:
             if row is None:
                 row = RuleSettings(shop_id=shop.id)

@@ -266,3 +266,24 @@ def test_agents_cannot_open_the_rules(world, login):
     assert client.get("/rules/").status_code == 403
     assert client.get(f"/rules/{world.a.rule_id}").status_code == 403
     assert client.post(f"/rules/{world.a.rule_id}/toggle", data={"what": "enabled"}).status_code == 403
+
+
+def test_too_many_rows_are_refused_never_dropped(app, world, login):
+    """A dropped condition would save a broader rule than the one typed: refuse the form instead."""
+    client = login("supervisor_a")
+    rows = {f"c-{n}-field": "hours_since_paid" for n in range(10, 32)}
+    rows.update({f"c-{n}-op": "lte" for n in range(10, 32)} | {f"c-{n}-value": "4" for n in range(10, 32)})
+    rows["c-5000-field"] = "refund_amount_fen"  # row numbers beyond three digits count too
+    answer = client.post(f"/rules/new?shop={world.a.shop_id}", data={**FORM, **rows})
+    assert answer.status_code == 400 and "At most 20 rows" in answer.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Rule).where(Rule.name == FORM["name"])) == 0
+        db.session.remove()
+
+
+def test_an_absurd_daily_amount_cap_is_refused_not_a_500(app, world, login):
+    client = login("supervisor_a")
+    answer = client.post(
+        f"/rules/settings/{world.a.shop_id}", data={"daily_count_cap": "30", "daily_amount_cap": "999999999999999"}
+    )
+    assert answer.status_code == 400 and "Enter an amount in yuan up to" in answer.get_data(as_text=True)
