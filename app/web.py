@@ -45,6 +45,19 @@ def error_response(status: int, code: str, message: str):
     return jsonify(error={"code": code, "message": message}), status
 
 
+def has_nul(value, depth: int = 0) -> bool:
+    """A NUL character anywhere in a JSON payload or socket event (PostgreSQL text cannot hold one)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if depth > 8:
+        return False
+    if isinstance(value, dict):
+        return any(has_nul(k, depth + 1) or has_nul(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(v, depth + 1) for v in value)
+    return False
+
+
 def init_app(app: Flask) -> None:
     # JSON answers carry Chinese text as UTF-8, not \\u escapes (a third of the size).
     app.json.ensure_ascii = False
@@ -60,13 +73,11 @@ def init_app(app: Flask) -> None:
     def _refuse_nul_characters():
         """A NUL character in a parameter is never meant (PostgreSQL text cannot hold one, so it
         would fail deep in a query): refuse it up front, with a reason (found by tests/security)."""
-        from app.desk.sockets import _has_nul
-
         values = [*request.args.keys(), *(v for vs in request.args.listvalues() for v in vs)]
         if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
             values += [*request.form.keys(), *(v for vs in request.form.listvalues() for v in vs)]
         body = request.get_json(silent=True) if request.is_json else None
-        if any("\x00" in value for value in values) or _has_nul(body):
+        if any("\x00" in value for value in values) or has_nul(body):
             message = _("The request contains characters that are not allowed.")
             if wants_json():
                 return error_response(400, "invalid_characters", message)

@@ -26,6 +26,7 @@ from app.desk.realtime import NAMESPACE, conversation_room, user_room, watch_roo
 from app.extensions import db, socketio
 from app.models import Conversation, Role, Shop
 from app.sla.realtime import sla_room
+from app.web import has_nul
 
 log = logging.getLogger(__name__)
 INBOX_VIEWS = ("mine", "unassigned", "all", "resolved")
@@ -62,19 +63,6 @@ def _leave_rooms_outside(namespace: Namespace, scope) -> None:
                 leave_room(room)
 
 
-def _has_nul(value, depth: int = 0) -> bool:
-    """A NUL character anywhere in a payload (PostgreSQL text cannot hold one)."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if depth > 8:
-        return False
-    if isinstance(value, dict):
-        return any(_has_nul(k, depth + 1) or _has_nul(v, depth + 1) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v, depth + 1) for v in value)
-    return False
-
-
 def desk_event(handler: Callable) -> Callable:
     """Authenticate, scope, run, acknowledge; the session is always closed afterwards."""
 
@@ -84,7 +72,7 @@ def desk_event(handler: Callable) -> Callable:
             if not current_user.is_authenticated:
                 disconnect()
                 return {"ok": False, "error": {"code": "unauthorized", "message": _("Please sign in to continue.")}}
-            if _has_nul(data):
+            if has_nul(data):
                 raise DeskError("invalid", _("The request contains characters that are not allowed."))
             scope = shop_ids_for(current_user)
             tenancy.set_scope(db.session(), scope)
