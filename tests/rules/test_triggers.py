@@ -38,6 +38,9 @@ def test_a_message_rule_tags_the_buyer_and_answers_once(app, simulator, pushing_
     assert wait_until(lambda: len(decisions(app, rule_id=rule_id)) == 2)
     assert wait_until(lambda: any(c[3] == 0 for c in simulator.platform.calls(sim_shop, SEND)))
     assert sorted(d.outcome for d in decisions(app, rule_id=rule_id)) == ["acted", "no_match"]
+    # The decision is written first; the actions' results land on it once they have all run.
+    assert wait_until(lambda: any((d.platform_response or {}).get("actions")
+                                  for d in decisions(app, rule_id=rule_id)))
     acted = next(d for d in decisions(app, rule_id=rule_id) if d.outcome == "acted")
     assert [a["kind"] for a in acted.platform_response["actions"]] == ["tag_buyer", "send_message"]
     assert tags(app, shop_id, "o_refund_buyer") == ["想退款"]
@@ -55,5 +58,8 @@ def test_an_order_rule_tags_buyers_of_a_listed_sku(app, simulator, pushing_shop)
     simulator.platform.place_order(sim_shop, "o_scarf", [dict(CATALOGUE[0], sku_cnt=1)])
     simulator.platform.place_order(sim_shop, "o_cup", [dict(CATALOGUE[2], sku_cnt=1)])
     assert wait_until(lambda: len(decisions(app)) == 2)
-    assert tags(app, shop_id, "o_scarf") == ["围巾买家"]
+    # A decision is committed before its actions run: wait for the tag, not just the decision.
+    assert wait_until(lambda: tags(app, shop_id, "o_scarf") == ["围巾买家"])
+    assert wait_until(lambda: all(d.outcome != "acted" or (d.platform_response or {}).get("actions")
+                                  for d in decisions(app)))
     assert tags(app, shop_id, "o_cup") == []
