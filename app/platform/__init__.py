@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from flask import current_app
+import contextlib
+
+import sqlalchemy as sa
+from flask import current_app, has_app_context
+from sqlalchemy.orm import Session
 
 from app.extensions import db
 from app.models import Shop
@@ -16,7 +20,7 @@ def client_for(shop: Shop) -> PlatformClient:
         Credentials(
             shop_id=shop.id,
             appid=shop.appid,
-            secret=shop.app_secret,
+            secret=shop.app_secret if "app_secret" not in sa.inspect(shop).unloaded else _secret_reader(shop.id),
             base_url=shop.api_base_url,
             timezone=shop.timezone,
         ),
@@ -26,3 +30,18 @@ def client_for(shop: Shop) -> PlatformClient:
         backoff_base=config["PLATFORM_BACKOFF_BASE"],
         rate_limit_wait_cap=config["PLATFORM_RATE_LIMIT_WAIT_CAP"],
     )
+
+
+def _secret_reader(shop_id: int):
+    """Read (and decrypt) the shop's app secret when a token is fetched, in a session of its own."""
+    engine, app = db.engine, current_app._get_current_object()
+
+    def read() -> str:
+        # Decrypting needs the app's key ring; pollers fetch in threads of their own.
+        with contextlib.ExitStack() as stack:
+            if not has_app_context():
+                stack.enter_context(app.app_context())
+            with Session(engine) as session:
+                return session.scalar(sa.select(Shop.app_secret).where(Shop.id == shop_id)) or ""
+
+    return read

@@ -25,6 +25,7 @@ import logging
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -126,7 +127,9 @@ class BusinessError(PlatformError):
 class Credentials:
     shop_id: int
     appid: str
-    secret: str
+    # The app secret, or how to read it: it is needed only to fetch a token (every two hours), so
+    # the desk reads and decrypts it then, not for every call.
+    secret: str | Callable[[], str]
     base_url: str
     timezone: str = "Asia/Shanghai"
 
@@ -152,15 +155,74 @@ def ids_to_str(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class _Remembered:
+    token: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class _Blocks:
+    read_at: float  # time.monotonic()
+    by_api: dict[str, ApiBlock]
+
+
 class TokenStore:
-    """Tokens in the database, read and written in sessions of their own (never the caller's)."""
+    """Tokens and API blocks in the database, read and written in sessions of their own (never the
+    caller's), with a memory per process and engine in front of them.
+
+    - A token read or fetched once is reused from memory until five minutes before it expires. When
+      another process replaced it meanwhile (a forced refresh), the platform rejects the old one
+      and the client asks the database again before it asks the platform (``forget``).
+    - A shop's blocks (``api_blocks``) are read at most every ``BLOCKS_FRESH_FOR`` seconds: a block
+      recorded by another process is obeyed within that time (the platform refuses the calls made
+      meanwhile with the same errcode, which records the block again: nothing is lost).
+
+    The database stays the truth every process shares; memory only saves two reads per call, which
+    a burst of after-sales pays five times per case (docs/rules.md, "Speed").
+    """
+
+    BLOCKS_FRESH_FOR = 5.0
+    _memory: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    _memory_lock = threading.Lock()
 
     def __init__(self, engine: sa.Engine):
         self.engine = engine
+        with self._memory_lock:
+            found = self._memory.get(engine)
+            if found is None:
+                found = self._memory[engine] = ({}, {})
+        self._tokens: dict[int, _Remembered] = found[0]
+        self._blocks: dict[int, _Blocks] = found[1]
 
     def get(self, shop_id: int) -> PlatformToken | None:
+        """The stored token row, from the database (fills the memory)."""
         with Session(self.engine, expire_on_commit=False) as session:
-            return session.get(PlatformToken, shop_id)
+            row = session.get(PlatformToken, shop_id)
+        if row is not None:
+            self._tokens[shop_id] = _Remembered(row.access_token, row.expires_at)
+        return row
+
+    def usable(self, shop_id: int, now: datetime) -> str | None:
+        """A token good for at least five more minutes: from memory, else from the database."""
+        known = self._tokens.get(shop_id)
+        if known is None:
+            row = self.get(shop_id)
+            known = self._tokens.get(shop_id) if row is not None else None
+        if known is not None and known.expires_at - TOKEN_EARLY_REFRESH > now:
+            return known.token
+        return None
+
+    def forget(self, shop_id: int) -> None:
+        self._tokens.pop(shop_id, None)
+
+    @classmethod
+    def forget_all(cls) -> None:
+        """Empty every engine's memory (tests: shop ids repeat after the tables are emptied)."""
+        with cls._memory_lock:
+            for tokens, blocks in cls._memory.values():
+                tokens.clear()
+                blocks.clear()
 
     def put(self, shop_id: int, token: str, expires_in: int, forced: bool) -> None:
         """Insert or replace the shop's token in one statement (several processes may race here)."""
@@ -173,6 +235,7 @@ class TokenStore:
         stmt = stmt.on_conflict_do_update(index_elements=["shop_id"], set_=values)
         with Session(self.engine) as session, session.begin():
             session.execute(stmt)
+        self._tokens[shop_id] = _Remembered(token, values["expires_at"])
 
     def block(self, shop_id: int, api: str, errcode: int, errmsg: str, until: datetime) -> None:
         values = {"errcode": errcode, "errmsg": errmsg, "blocked_until": until, "created_at": utcnow()}
@@ -181,14 +244,19 @@ class TokenStore:
         stmt = stmt.on_conflict_do_update(index_elements=["shop_id", "api"], set_=values)
         with Session(self.engine) as session, session.begin():
             session.execute(stmt)
+        self._blocks.pop(shop_id, None)  # read again, with this block, on the next call
 
     def blocked(self, shop_id: int, api: str) -> ApiBlock | None:
-        with Session(self.engine, expire_on_commit=False) as session:
-            return session.scalar(
-                sa.select(ApiBlock).where(
-                    ApiBlock.shop_id == shop_id, ApiBlock.api == api, ApiBlock.blocked_until > utcnow()
-                )
-            )
+        known = self._blocks.get(shop_id)
+        if known is None or time.monotonic() - known.read_at > self.BLOCKS_FRESH_FOR:
+            read_at = time.monotonic()
+            with Session(self.engine, expire_on_commit=False) as session:
+                rows = session.scalars(
+                    sa.select(ApiBlock).where(ApiBlock.shop_id == shop_id, ApiBlock.blocked_until > utcnow())
+                ).all()
+            known = self._blocks[shop_id] = _Blocks(read_at, {row.api: row for row in rows})
+        block = known.by_api.get(api)
+        return block if block is not None and block.blocked_until > utcnow() else None
 
 
 _sessions = threading.local()
@@ -237,16 +305,18 @@ class PlatformClient:
     # --- tokens ---------------------------------------------------------------------------------
 
     def access_token(self) -> str:
-        row = self.tokens.get(self.credentials.shop_id)
-        if row is not None and row.expires_at - TOKEN_EARLY_REFRESH > utcnow():
-            return row.access_token
+        token = self.tokens.usable(self.credentials.shop_id, utcnow())
+        return token if token is not None else self._fetch_token(force=False)
+
+    def check_credentials(self) -> str:
+        """Fetch a token from the platform with the app secret (the connection test)."""
         return self._fetch_token(force=False)
 
     def _fetch_token(self, force: bool) -> str:
         body = {
             "grant_type": "client_credential",
             "appid": self.credentials.appid,
-            "secret": self.credentials.secret,
+            "secret": self.credentials.secret() if callable(self.credentials.secret) else self.credentials.secret,
             "force_refresh": force,
         }
         data = self._post(TOKEN_PATH, body, params=None)
@@ -258,7 +328,12 @@ class PlatformClient:
         return token
 
     def _refresh_after_rejection(self, rejected: str) -> str:
-        """A fresh token after the platform refused ``rejected``: normal fetch first, forced if unchanged."""
+        """A fresh token after the platform refused ``rejected``: the one another process stored
+        meanwhile if there is one, else a normal fetch, forced if that gives the same token back."""
+        self.tokens.forget(self.credentials.shop_id)
+        stored = self.tokens.usable(self.credentials.shop_id, utcnow())
+        if stored is not None and stored != rejected:
+            return stored
         token = self._fetch_token(force=False)
         if token != rejected:
             return token

@@ -185,13 +185,16 @@ def _connection_status(shop: Shop) -> dict:
 @bp.post("/shops/<int:shop_id>/test")
 @admin_required
 def test_connection(shop_id: int):
-    """Fetch a token and list the return addresses: proves the credentials and the API base work."""
+    """Fetch a token with the stored secret (never one from memory or the database) and list the
+    return addresses: proves the credentials and the API base work."""
     from app.platform import client_for
     from app.platform.client import PlatformError
 
     shop = db.get_or_404(Shop, shop_id)
     try:
-        addresses = client_for(shop).list_addresses()
+        client = client_for(shop)
+        client.check_credentials()
+        addresses = client.list_addresses()
     except PlatformError as exc:
         audit.record(
             "shop.connection_test",

@@ -173,3 +173,77 @@ def test_ids_are_strings_and_reasons_are_read_from_either_key(app, simulator, cl
     assert {r["reject_reason_type"] for r in api.reject_reasons()} >= {1, 2}
     sim_shop.reason_list_key = "reason_list"  # the documented key
     assert {r["reject_reason_type"] for r in api.reject_reasons()} >= {1, 2}
+
+
+# --- the token and block memory (one process reads each from the database once) ------------------
+
+
+def _statements_on(engine, tables: tuple[str, ...]):
+    seen: list[str] = []
+
+    def before(conn, cursor, statement, parameters, context, executemany):
+        if any(table in statement for table in tables):
+            seen.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", before)
+    return seen, lambda: sa.event.remove(engine, "before_cursor_execute", before)
+
+
+def test_calls_read_the_token_and_the_blocks_once_per_process(app, simulator, client):
+    api, _ = client
+    api.list_addresses()
+    seen, stop = _statements_on(db.engine, ("platform_tokens", "api_blocks"))
+    try:
+        for _ in range(5):
+            assert client_for(db.session.get(Shop, api.credentials.shop_id)).list_addresses()
+    finally:
+        stop()
+    assert seen == [], "the token and the (absent) blocks came from memory"
+
+
+def test_a_token_another_process_stored_is_used_after_the_platform_rejects_ours(app, simulator, client):
+    api, sim_shop = client
+    api.list_addresses()
+    ours = sim_shop.current_token
+    # Another process forces a refresh and stores the new token; the platform then ends ours.
+    newer = simulator.platform.stable_token(
+        {"appid": sim_shop.appid, "secret": sim_shop.secret, "grant_type": "client_credential", "force_refresh": True}
+    )["access_token"]
+    db.session.execute(
+        sa.update(PlatformToken).where(PlatformToken.shop_id == api.credentials.shop_id).values(access_token=newer)
+    )
+    db.session.commit()
+    sim_shop.tokens[ours] = simulator.platform.clock() - 1
+    token_calls = len(_token_calls(simulator, sim_shop))
+    assert api.list_addresses()
+    errcodes = [c[3] for c in simulator.platform.calls(sim_shop, "/channels/ec/merchant/address/list")]
+    assert errcodes == [0, 42001, 0]
+    assert len(_token_calls(simulator, sim_shop)) == token_calls, "the stored token, not a new fetch"
+    assert db.session.get(PlatformToken, api.credentials.shop_id).access_token == newer
+
+
+def test_a_block_another_process_recorded_is_obeyed_once_the_memory_is_stale(app, simulator, client, monkeypatch):
+    from app.platform.client import TokenStore
+
+    api, sim_shop = client
+    api.list_addresses()  # the shop's blocks (none) are now in memory
+    db.session.add(ApiBlock(shop_id=api.credentials.shop_id, api="/channels/ec/merchant/address/list",
+                            errcode=45009, errmsg="quota", blocked_until=utcnow() + __import__("datetime").timedelta(hours=1)))
+    db.session.commit()
+    monkeypatch.setattr(TokenStore, "BLOCKS_FRESH_FOR", 0.0)  # as if BLOCKS_FRESH_FOR seconds had passed
+    calls = len(simulator.platform.calls(sim_shop))
+    with pytest.raises(ApiBlocked):
+        api.list_addresses()
+    assert len(simulator.platform.calls(sim_shop)) == calls
+
+
+def test_the_app_secret_is_read_only_to_fetch_a_token(app, simulator, client):
+    api, sim_shop = client
+    api.list_addresses()  # a token is stored
+    shop = db.session.get(Shop, api.credentials.shop_id)
+    db.session.expire(shop)
+    other = client_for(shop)
+    assert other.list_addresses()
+    assert "app_secret" in sa.inspect(shop).unloaded, "no credentials loaded (or decrypted) for a call"
+    simulator.platform.expire_current_token(sim_shop)
+    assert other.list_addresses(), "the secret is read when a token must be fetched"
