@@ -14,11 +14,14 @@ from blinker import Namespace
 log = logging.getLogger(__name__)
 signals = Namespace()
 
-# sender: the shop id. kwargs listed per signal.
-order_changed = signals.signal("order-changed")  # order_pk, order_id, status, created(bool)
-after_sale_changed = signals.signal("after-sale-changed")  # after_sale_pk, after_sale_order_id, status, type, created
+# sender: the shop id. kwargs listed per signal. openid and unionid (optional) name the buyer, so
+# that the sidebar's announcement needs no database read (app/orders/realtime.py).
+order_changed = signals.signal("order-changed")  # order_pk, order_id, status, created(bool), openid, unionid
+# after_sale_pk, after_sale_order_id, status, type, created; refund_amount_fen, order_id, openid, unionid
+after_sale_changed = signals.signal("after-sale-changed")
 # An agent's action on an after-sale was queued, succeeded or failed (app/orders/actions.py).
-after_sale_action_changed = signals.signal("after-sale-action-changed")  # action_id, after_sale_pk, kind, state
+# action_id, after_sale_pk, kind, state; after_sale_order_id, order_id, openid, unionid
+after_sale_action_changed = signals.signal("after-sale-action-changed")
 # conversation_id, message_id, new_conversation; optionally the committed state, so that receivers need not
 # read it again: message_row (store.Record), conversation (store.conversation_state), tags, and
 # assigned (True/False: the opening transaction assigned it / found nobody free; None: it did not try)

@@ -33,6 +33,30 @@ def conversation_room(conversation_id: int) -> str:
     return f"conversation:{conversation_id}"
 
 
+def buyer_room(shop_id: int, openid: str) -> str:
+    """Consoles showing a conversation with this buyer of this shop (the order sidebar's events)."""
+    return f"buyer:{shop_id}:{openid}"
+
+
+def person_room(shop_id: int, unionid: str) -> str:
+    """Consoles showing a conversation with this person (one unionid across the merchant's shops) in
+    that shop: they hear of the person's orders in the other shops."""
+    return f"person:{shop_id}:{unionid}"
+
+
+def conversation_rooms(conversation_id: int, shop_id: int, openid: str | None, unionid: str | None) -> set[str]:
+    """What a console joins when it opens a conversation: its own room and its buyer's."""
+    rooms = {conversation_room(conversation_id)}
+    if openid:
+        rooms.add(buyer_room(shop_id, openid))
+    if unionid:
+        rooms.add(person_room(shop_id, unionid))
+    return rooms
+
+
+OPEN_CONVERSATION_ROOMS = ("conversation:", "buyer:", "person:")
+
+
 def watch_room(shop_id: int) -> str:
     return f"watch:{shop_id}"
 

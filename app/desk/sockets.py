@@ -22,7 +22,14 @@ from app import tenancy
 from app.auth.access import shop_ids_for
 from app.desk import assignment, conversations
 from app.desk.conversations import DeskError
-from app.desk.realtime import NAMESPACE, conversation_room, user_room, watch_room
+from app.desk.realtime import (
+    NAMESPACE,
+    OPEN_CONVERSATION_ROOMS,
+    conversation_room,
+    conversation_rooms,
+    user_room,
+    watch_room,
+)
 from app.extensions import db, socketio
 from app.models import Conversation, Role, Shop
 from app.sla.realtime import sla_room
@@ -54,13 +61,16 @@ def _leave_rooms_outside(namespace: Namespace, scope) -> None:
     """A user who lost a shop stops hearing it at their next event (heartbeats come every 25 s)."""
     if scope is None:
         return
-    for room in list(namespace.rooms(request.sid)):
-        if room.startswith(("watch:", "sla:")) and int(room.split(":", 1)[1]) not in scope:
+    rooms = list(namespace.rooms(request.sid))
+    for room in rooms:
+        if room.startswith(("watch:", "sla:", "buyer:", "person:")) and int(room.split(":", 2)[1]) not in scope:
             leave_room(room)
         elif room.startswith("conversation:"):
             shop_id = db.session.scalar(sa.select(Conversation.shop_id).where(Conversation.id == int(room[13:])))
-            if shop_id is None:  # out of scope now (or gone)
-                leave_room(room)
+            if shop_id is None:  # out of scope now (or gone): its buyer's rooms go with it
+                for other in rooms:
+                    if other.startswith(OPEN_CONVERSATION_ROOMS):
+                        leave_room(other)
 
 
 def desk_event(handler: Callable) -> Callable:
@@ -172,16 +182,23 @@ class DeskNamespace(Namespace):
     @desk_event
     def on_conversation_open(self, data):
         conversation = conversations.get_conversation(_int(data, "conversation_id"))
+        customer = conversation.customer
+        wanted = conversation_rooms(conversation.id, conversation.shop_id, customer.openid, customer.unionid)
         for room in list(self.rooms(request.sid)):
-            if room.startswith("conversation:") and room != conversation_room(conversation.id):
+            if room.startswith(OPEN_CONVERSATION_ROOMS) and room not in wanted:
                 leave_room(room)
-        join_room(conversation_room(conversation.id))
+        for room in sorted(wanted):
+            join_room(room)
         summary = conversations.mark_read(current_user, conversation.id)
         return {"conversation": summary}
 
     @desk_event
     def on_conversation_close(self, data):
-        leave_room(conversation_room(_int(data, "conversation_id")))
+        rooms = list(self.rooms(request.sid))
+        if conversation_room(_int(data, "conversation_id")) in rooms:  # the one open here: its buyer's too
+            for room in rooms:
+                if room.startswith(OPEN_CONVERSATION_ROOMS):
+                    leave_room(room)
         return {}
 
     @desk_event

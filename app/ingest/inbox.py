@@ -29,7 +29,7 @@ from app import events
 from app.db import sql_literals, utcnow
 from app.extensions import db
 from app.ingest import store
-from app.models import InboxEvent, InboxStatus, Shop
+from app.models import Customer, InboxEvent, InboxStatus, Shop
 from app.platform import client_for
 from app.platform.client import PlatformError
 
@@ -329,7 +329,8 @@ def announce_order(shop_id: int, result: store.Upserted) -> Announcement:
     if not result.changed:
         return lambda: None
     row = result.row
-    ids = {"order_pk": row.id, "order_id": row.order_id, "status": row.status, "created": result.created}
+    ids = {"order_pk": row.id, "order_id": row.order_id, "status": row.status, "created": result.created,
+           "openid": row.openid, "unionid": row.unionid}
     return lambda: events.emit(events.order_changed, shop_id, **ids)
 
 
@@ -343,5 +344,15 @@ def announce_after_sale(shop_id: int, result: store.Upserted) -> Announcement:
         "status": row.status,
         "type": row.type,
         "created": result.created,
+        "refund_amount_fen": row.refund_amount_fen,
+        **buyer_of(row),
     }
     return lambda: events.emit(events.after_sale_changed, shop_id, **ids)
+
+
+def buyer_of(after_sale) -> dict:
+    """Who an after-sale's signals are about (openid, unionid, order id): what the sidebar's rooms
+    are named by. The customer is in the session already after an upsert (no query then)."""
+    customer = db.session.get(Customer, after_sale.customer_id) if after_sale.customer_id else None
+    return {"openid": after_sale.openid, "unionid": customer.unionid if customer is not None else None,
+            "order_id": after_sale.order_id}

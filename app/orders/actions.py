@@ -350,6 +350,9 @@ def _choose_address(action: AfterSaleAction, after_sale: AfterSale, address_pk: 
 
 def _announce_action(action: AfterSaleAction):
     ids = {"action_id": action.id, "after_sale_pk": action.after_sale_pk, "kind": action.kind, "state": action.state}
+    after_sale = db.session.get(AfterSale, action.after_sale_pk)  # in the session: no query
+    if after_sale is not None:
+        ids.update(inbox.buyer_of(after_sale), after_sale_order_id=action.after_sale_order_id)
     shop_id = action.shop_id
     return lambda: events.emit(events.after_sale_action_changed, shop_id, **ids)
 

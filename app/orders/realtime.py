@@ -1,94 +1,114 @@
 """The open sidebar follows its buyer's orders and after-sales: a changed order, after-sale or action
-becomes ``sidebar.changed`` in the rooms of the buyer's open conversations (``conversation:<id>``),
-including the same person's conversations in the merchant's other shops (unionid). Browsers then
-re-read the sidebar over HTTP, scoped to their user, so the event itself carries only ids.
+becomes ``sidebar.changed`` for every console showing a conversation with that buyer, including the
+same person's conversations in the merchant's other shops (unionid). Browsers then re-read the
+sidebar over HTTP, scoped to their user, so the event itself carries only ids.
+
+Rooms (app/desk/realtime.py), joined by ``conversation.open`` beside the conversation's own:
+
+- ``buyer:<shop id>:<openid>``: the buyer in that shop; events name the shop, order and after-sale.
+- ``person:<shop id>:<unionid>``: the same person in another of the merchant's shops; events name
+  nothing (``{"reason": "other_shop"}``), since its agents may not serve the shop that changed.
+  They go to every other shop's room of the person (a list of shop ids kept for a minute).
+
+Announcing costs no database read when the signal names the buyer (``openid``, ``unionid``, as the
+ingest and the after-sale actions do): a burst of after-sales announces several changes per case,
+and nobody may be looking. Signals without them (older senders, tests) are looked up once.
 
 Runs in whatever process announced the change (inbox worker, poller, outbox worker), after its
-commit, reading in a session of its own so the announcer's session and scope are left alone.
+commit; a lookup reads in a session of its own so the announcer's session and scope are left alone.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from app import events
-from app.desk.realtime import conversation_room, emit
+from app.desk.realtime import buyer_room, emit, person_room
 from app.extensions import db
-from app.models import AfterSale, AfterSaleAction, Conversation, ConversationStatus, Customer, Order
+from app.models import AfterSale, Customer, Order, Shop
 
 log = logging.getLogger(__name__)
 EVENT = "sidebar.changed"
-MAX_ROOMS = 20
 
 
-def _conversations(session: Session, shop_id: int, openid: str | None, unionid: str | None) -> list[tuple[int, int]]:
-    """(conversation id, its shop id) of the buyer's open conversations, across the merchant's shops."""
-    if not openid and not unionid:
-        return []
-    buyer = sa.and_(Customer.shop_id == shop_id, Customer.openid == openid) if openid else sa.false()
+def _announce(shop_id: int, openid: str | None, unionid: str | None, data: dict) -> None:
+    if openid:
+        emit(EVENT, {"shop_id": shop_id, **data}, [buyer_room(shop_id, openid)])
     if unionid:
-        buyer = sa.or_(buyer, Customer.unionid == unionid)
-    customers = sa.select(Customer.id).where(buyer)
-    return [
-        tuple(row)
-        for row in session.execute(
-            sa.select(Conversation.id, Conversation.shop_id)
-            .where(Conversation.customer_id.in_(customers), Conversation.status == ConversationStatus.OPEN)
-            .order_by(Conversation.id.desc())
-            .limit(MAX_ROOMS)
-        )
-    ]
+        others = [person_room(other, unionid) for other in _shop_ids() if other != shop_id]
+        emit(EVENT, {"reason": "other_shop"}, others)
 
 
-def _announce(shop_id: int, buyer: sa.Select, data: dict) -> None:
+_shops: tuple[float, tuple[int, ...]] = (0.0, ())
+SHOPS_FRESH_FOR = 60.0
+
+
+def _shop_ids() -> tuple[int, ...]:
+    """The merchant's shop ids, read at most once a minute (a new shop hears of the others after that)."""
+    global _shops
+    read_at, ids = _shops
+    if time.monotonic() - read_at > SHOPS_FRESH_FOR:
+        with Session(db.engine) as session:
+            ids = tuple(session.scalars(sa.select(Shop.id).order_by(Shop.id)))
+        _shops = (time.monotonic(), ids)
+    return ids
+
+
+def forget() -> None:
+    """Drop the shop ids kept (tests: shops come and go between them)."""
+    global _shops
+    _shops = (0.0, ())
+
+
+def _looked_up(stmt: sa.Select) -> tuple | None:
     with Session(db.engine) as session:
-        row = session.execute(buyer).first()
-        if row is None:
+        return session.execute(stmt).first()
+
+
+def _on_order(shop_id: int, order_pk: int, order_id: str, openid: str | None = None, unionid: str | None = None,
+              **_kw) -> None:
+    if openid is None:
+        found = _looked_up(sa.select(Order.openid, Order.unionid).where(Order.id == order_pk))
+        if found is None:
             return
-        openid, unionid, order_id = row
-        conversations = _conversations(session, shop_id, openid, unionid)
-    same = [conversation_room(c) for c, s in conversations if s == shop_id]
-    other = [conversation_room(c) for c, s in conversations if s != shop_id]
-    if same:
-        emit(EVENT, {"shop_id": shop_id, "order_id": order_id, **data}, same)
-    if other:
-        # The same person in another shop: its agents may not serve this shop, so no ids go along.
-        emit(EVENT, {"reason": "other_shop"}, other)
+        openid, unionid = found
+    _announce(shop_id, openid, unionid, {"reason": "order", "order_id": order_id, "after_sale_order_id": None})
 
 
-def _on_order(shop_id: int, order_pk: int, order_id: str, **_kw) -> None:
-    buyer = sa.select(Order.openid, Order.unionid, Order.order_id).where(Order.id == order_pk)
-    _announce(shop_id, buyer, {"reason": "order", "after_sale_order_id": None})
-
-
-def _after_sale_buyer(after_sale_pk: int) -> sa.Select:
-    return (
-        sa.select(AfterSale.openid, Customer.unionid, AfterSale.order_id)
+def _after_sale_buyer(after_sale_pk: int) -> tuple | None:
+    return _looked_up(
+        sa.select(AfterSale.openid, Customer.unionid, AfterSale.order_id, AfterSale.after_sale_order_id)
         .outerjoin(Customer, Customer.id == AfterSale.customer_id)
         .where(AfterSale.id == after_sale_pk)
     )
 
 
-def _on_after_sale(shop_id: int, after_sale_pk: int, after_sale_order_id: str, **_kw) -> None:
-    _announce(
-        shop_id, _after_sale_buyer(after_sale_pk), {"reason": "after_sale", "after_sale_order_id": after_sale_order_id}
-    )
+def _on_after_sale(shop_id: int, after_sale_pk: int, after_sale_order_id: str, openid: str | None = None,
+                   unionid: str | None = None, order_id: str | None = None, **_kw) -> None:
+    if openid is None or order_id is None:
+        found = _after_sale_buyer(after_sale_pk)
+        if found is None:
+            return
+        openid, unionid, order_id, _ = found
+    _announce(shop_id, openid, unionid,
+              {"reason": "after_sale", "order_id": order_id, "after_sale_order_id": after_sale_order_id})
 
 
-def _on_action(shop_id: int, action_id: int, after_sale_pk: int, kind: str, state: str) -> None:
-    buyer = _after_sale_buyer(after_sale_pk)
-    with Session(db.engine) as session:
-        after_sale_order_id = session.scalar(
-            sa.select(AfterSaleAction.after_sale_order_id).where(AfterSaleAction.id == action_id)
-        )
-    _announce(
-        shop_id,
-        buyer,
-        {"reason": "action", "after_sale_order_id": after_sale_order_id, "action": {"kind": kind, "state": state}},
-    )
+def _on_action(shop_id: int, action_id: int, after_sale_pk: int, kind: str, state: str, openid: str | None = None,
+               unionid: str | None = None, order_id: str | None = None, after_sale_order_id: str | None = None,
+               **_kw) -> None:
+    if openid is None or order_id is None or after_sale_order_id is None:
+        found = _after_sale_buyer(after_sale_pk)
+        if found is None:
+            return
+        openid, unionid, order_id, after_sale_order_id = found
+    _announce(shop_id, openid, unionid, {"reason": "action", "order_id": order_id,
+                                         "after_sale_order_id": after_sale_order_id,
+                                         "action": {"kind": kind, "state": state}})
 
 
 def install() -> None:

@@ -144,3 +144,50 @@ def test_the_same_buyer_in_another_shop_hears_about_it(app, world, sock):  # noq
         db.session.remove()
     # Re-read the sidebar (scoped to agent_b's shops); the event names nothing of shop A.
     assert agent_b.received("sidebar.changed") == [{"reason": "other_shop"}]
+
+
+def _buyer(app, order_pk: int) -> tuple[str, str | None]:
+    from app.models import Order
+
+    with app.app_context():
+        order = db.session.get(Order, order_pk)
+        found = order.openid, order.unionid
+        db.session.remove()
+    return found
+
+
+def test_a_change_that_names_its_buyer_is_announced_without_reading_the_buyer(app, world, sock):  # noqa: F811
+    """The ingest names the buyer in its signals: a burst of changes costs no lookups for the sidebar."""
+    agent_a = sock("agent_a")
+    agent_a.ok("conversation.open", {"conversation_id": world.a.conversation_id})
+    agent_a.received()
+    openid, unionid = _buyer(app, world.a.order_pk)
+    read: list[str] = []
+
+    def count(conn, cursor, statement, *_):
+        if any(table in statement for table in ("customers", "conversations", "FROM orders", "FROM after_sales")):
+            read.append(statement)
+
+    with app.app_context():
+        sa.event.listen(db.engine, "before_cursor_execute", count)
+        try:
+            events.emit(events.order_changed, world.a.shop_id, order_pk=world.a.order_pk, order_id=world.a.order_id,
+                        status=30, created=False, openid=openid, unionid=unionid)
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", count)
+        db.session.remove()
+    assert read == []
+    got = agent_a.received("sidebar.changed")
+    assert [(e["reason"], e["order_id"]) for e in got] == [("order", world.a.order_id)], "once, not also as other_shop"
+
+
+def test_closing_the_conversation_stops_its_sidebar_events(app, world, sock):  # noqa: F811
+    agent_a = sock("agent_a")
+    agent_a.ok("conversation.open", {"conversation_id": world.a.conversation_id})
+    agent_a.ok("conversation.close", {"conversation_id": world.a.conversation_id})
+    agent_a.received()
+    with app.app_context():
+        events.emit(events.order_changed, world.a.shop_id, order_pk=world.a.order_pk, order_id=world.a.order_id,
+                    status=30, created=False)
+        db.session.remove()
+    assert agent_a.received("sidebar.changed") == []
