@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -57,7 +58,7 @@ from app.platform.client import PlatformUnavailable
 from app.rules import engine, facts
 
 log = logging.getLogger(__name__)
-OPERATION = "rules.evaluate"
+OPERATION = outbox.BACKGROUND_OPERATION  # the outbox works evaluations in its background lane
 RULE_ACTOR = "rule-engine"
 CAP_LOCK_KEY = 0x52554C45  # "RULE": with the shop id, one advisory lock per shop for the caps
 _sqlite_cap_lock = threading.RLock()
@@ -106,10 +107,44 @@ def rule_actor() -> User:
 # --- enqueueing evaluations -----------------------------------------------------------------------
 
 
+# Which triggers a shop has enabled rules for, read at most every RULES_FRESH_FOR seconds per process
+# (every order, after-sale and message change asks). A rule saved in this process is seen at once;
+# one saved in another process within RULES_FRESH_FOR seconds (after-sales missed meanwhile are
+# queued by ``sweep``). The evaluation itself always reads the rules afresh.
+RULES_FRESH_FOR = 2.0
+_enabled_triggers: dict[int, tuple[float, frozenset[str]]] = {}
+
+
 def _has_rules(shop_id: int, triggers: tuple[str, ...]) -> bool:
-    return db.session.scalar(
-        sa.select(Rule.id).where(Rule.shop_id == shop_id, Rule.enabled, Rule.trigger.in_(triggers)).limit(1)
-    ) is not None
+    known = _enabled_triggers.get(shop_id)
+    if known is None or time.monotonic() - known[0] > RULES_FRESH_FOR:
+        read_at = time.monotonic()
+        enabled = frozenset(
+            db.session.scalars(sa.select(Rule.trigger).where(Rule.shop_id == shop_id, Rule.enabled).distinct())
+        )
+        known = _enabled_triggers[shop_id] = (read_at, enabled)
+    return not known[1].isdisjoint(triggers)
+
+
+def forget_rules() -> None:
+    """Drop what this process knows of every shop's rules (tests: shop ids repeat between them)."""
+    _enabled_triggers.clear()
+
+
+@sa.event.listens_for(Rule, "after_insert")
+@sa.event.listens_for(Rule, "after_update")
+@sa.event.listens_for(Rule, "after_delete")
+def _rule_written(_mapper, _connection, rule: Rule) -> None:
+    session = sa.orm.object_session(rule)
+    if session is not None:
+        session.info.setdefault("rules_changed", set()).add(rule.shop_id)
+    _enabled_triggers.pop(rule.shop_id, None)
+
+
+@sa.event.listens_for(sa.orm.Session, "after_commit")
+def _rules_committed(session) -> None:
+    for shop_id in session.info.pop("rules_changed", ()):  # read again, committed, on the next change
+        _enabled_triggers.pop(shop_id, None)
 
 
 def evaluation_key(subject_kind: str, subject_id: str, state: str) -> str:
@@ -151,17 +186,22 @@ def _wake() -> None:
     worker.wake_outbox(current_app._get_current_object())
 
 
-def on_after_sale_changed(shop_id: int, *, after_sale_pk: int, status: str, type: str, created: bool, **_):
+def on_after_sale_changed(shop_id: int, *, after_sale_pk: int, status: str, type: str, created: bool, **data):
     if status != AfterSaleStatus.MERCHANT_PROCESSING:
         return
     trigger = "aftersale.created" if created else "aftersale.updated"
     try:
         if not _has_rules(shop_id, (trigger,)):
             return
-        row = db.session.get(AfterSale, after_sale_pk)
-        if row is None or row.status != AfterSaleStatus.MERCHANT_PROCESSING:
-            return
-        queued = enqueue_evaluation(shop_id, trigger, "after_sale", str(row.id), after_sale_state(row), row.order_id)
+        if "refund_amount_fen" in data and data.get("order_id"):
+            # The ingest's signal carries the committed state: no need to read it back.
+            state, order_id = f"{status}:{type}:{data['refund_amount_fen']}", data["order_id"]
+        else:
+            row = db.session.get(AfterSale, after_sale_pk)
+            if row is None or row.status != AfterSaleStatus.MERCHANT_PROCESSING:
+                return
+            state, order_id = after_sale_state(row), row.order_id
+        queued = enqueue_evaluation(shop_id, trigger, "after_sale", str(after_sale_pk), state, order_id)
     finally:
         db.session.rollback()
     if queued:
