@@ -101,20 +101,29 @@ def _mine(call_id: int, token: str):
     )
 
 
-_claim_statements: dict[tuple[str, int], sa.Update] = {}
+_claim_statements: dict[tuple[str, int, bool], sa.Update] = {}
 # Literal, to match ix_outbox_calls_unfinished's predicate in prepared statements (app/db.py).
 UNFINISHED = sql_literals(OutboxStatus.PENDING.value, OutboxStatus.IN_FLIGHT.value)
+# Two lanes. Work the rule engine queues for itself (evaluations) waits while anything a person or a
+# decision is waiting on is due: an agent's reply, an approval. In a livestream's burst hundreds of
+# evaluations queue up; the approvals they produce (and the agents' replies) go first, instead of
+# behind every evaluation queued before them. Matches ix_outbox_calls_urgent_unfinished (literal).
+BACKGROUND_OPERATION = "rules.evaluate"
+URGENT = sa.text(f"outbox_calls.operation <> '{BACKGROUND_OPERATION}'")
 
 
-def _claim_statement(dialect: str, limit: int) -> sa.Update:
-    """The claim, built once per dialect and batch size; ``now``, ``lease_until``, ``token`` bound per call."""
-    stmt = _claim_statements.get((dialect, limit))
+def _claim_statement(dialect: str, limit: int, urgent_only: bool) -> sa.Update:
+    """The claim, built once per dialect, batch size and lane; ``now``, ``lease_until``, ``token``
+    bound per call."""
+    stmt = _claim_statements.get((dialect, limit, urgent_only))
     if stmt is not None:
         return stmt
     columns = OutboxCall.__table__.c
     now = sa.bindparam("now", type_=columns.next_attempt_at.type)
     # Pending, or in flight with its lease run out; matches ix_outbox_calls_unfinished (see the inbox's).
     due = sa.and_(OutboxCall.status.in_(UNFINISHED), OutboxCall.next_attempt_at <= now)
+    if urgent_only:
+        due = sa.and_(due, URGENT)
     earlier = sa.orm.aliased(OutboxCall)
     # Per-subject order: nothing goes while an earlier call of the same subject is unfinished.
     blocked = (
@@ -136,7 +145,7 @@ def _claim_statement(dialect: str, limit: int) -> sa.Update:
     )
     if dialect == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True, of=OutboxCall)
-    stmt = _claim_statements[(dialect, limit)] = (
+    stmt = _claim_statements[(dialect, limit, urgent_only)] = (
         sa.update(OutboxCall)
         .where(OutboxCall.id.in_(candidates.scalar_subquery()), due)
         .values(
@@ -156,11 +165,15 @@ def _claim_statement(dialect: str, limit: int) -> sa.Update:
 
 
 def claim(limit: int = 10) -> Claim:
-    """Take up to ``limit`` due calls under a fresh token (committed). Same design as the inbox's."""
+    """Take up to ``limit`` due calls under a fresh token (committed). Same design as the inbox's,
+    in two lanes: the urgent calls first; evaluations only when no urgent call is due."""
     now = utcnow()
     token = uuid.uuid4().hex
-    stmt = _claim_statement(db.engine.dialect.name, limit)
-    ids = sorted(db.session.execute(stmt, {"now": now, "lease_until": now + LEASE, "token": token}).scalars())
+    params = {"now": now, "lease_until": now + LEASE, "token": token}
+    dialect = db.engine.dialect.name
+    ids = sorted(db.session.execute(_claim_statement(dialect, limit, True), params).scalars())
+    if not ids:
+        ids = sorted(db.session.execute(_claim_statement(dialect, limit, False), params).scalars())
     db.session.commit()
     return Claim(token, ids)
 

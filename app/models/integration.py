@@ -28,6 +28,8 @@ class OutboxStatus(enum.StrEnum):
 
 _INBOX_UNFINISHED = sa.text("status IN ('pending', 'processing')")
 _OUTBOX_UNFINISHED = sa.text("status IN ('pending', 'in_flight')")
+# The urgent lane (app/outbox.py): every call but the rule engine's evaluations.
+_OUTBOX_URGENT_UNFINISHED = sa.text("status IN ('pending', 'in_flight') AND operation <> 'rules.evaluate'")
 
 
 def _enum(enum_cls: type[enum.StrEnum]) -> sa.Enum:
@@ -83,6 +85,12 @@ class OutboxCall(ShopScoped, IdMixin, Base):
         # Claims walk only the unfinished calls, in id order (as the inbox's).
         sa.Index(
             "ix_outbox_calls_unfinished", "id", sqlite_where=_OUTBOX_UNFINISHED, postgresql_where=_OUTBOX_UNFINISHED
+        ),
+        sa.Index(
+            "ix_outbox_calls_urgent_unfinished",
+            "id",
+            sqlite_where=_OUTBOX_URGENT_UNFINISHED,
+            postgresql_where=_OUTBOX_URGENT_UNFINISHED,
         ),
         sa.Index("ix_outbox_calls_subject", "shop_id", "subject_kind", "subject_id"),
     )
