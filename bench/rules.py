@@ -22,7 +22,12 @@ every push about them handled (not measured); then:
 Checks: every after-sale refunded by exactly one successful acceptapply; the platform's refusals
 (10021059 = we called too early) counted. Exits 1 when a case was not refunded exactly once.
 
+With ``--worker-processes K`` (K >= 1) the production shape of docs/deploy.md for a busy shop: the
+web process only accepts pushes (INBOX_WORKERS_IN_WEB=0) and K `flask workers` processes work the
+inbox, the rules and the outbox, woken through a Redis server of the run's own.
+
     python bench/rules.py [--cases 100] [--rate 5] [--burst 1250] [--second 125] [--threads 32]
+                          [--worker-processes 0]
 
 Goal (rule engine issue): p95 <= 2 s while not rate-limited; the burst cleared as fast as the
 platform's per-order limit allows. Prints one JSON line.
@@ -57,6 +62,7 @@ from bench.common import (
     flask,
     free_port,
     postgres_database,
+    start_process,
     start_web,
     stop,
     summary_ms,
@@ -169,6 +175,8 @@ def main() -> None:
     parser.add_argument("--second", type=int, default=125, help="of which second after-sales of an order")
     parser.add_argument("--threads", type=int, default=32, help="gunicorn threads")
     parser.add_argument("--push-workers", type=int, default=8, help="simulator threads delivering pushes")
+    parser.add_argument("--worker-processes", type=int, default=0,
+                        help="`flask workers` processes (0: the web process works the queues itself)")
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args()
     burst_orders = args.burst - args.second
@@ -183,6 +191,13 @@ def main() -> None:
         logs = Path(os.environ.get("BENCH_LOG_DIR") or tmp)
         logs.mkdir(parents=True, exist_ok=True)
         env = desk_env(database_url)
+        redis_server = None
+        if args.worker_processes:
+            from tests.prod.cluster import RedisServer
+
+            redis_server = RedisServer(Path(tmp))
+            redis_server.start()
+            env = desk_env(database_url, REDIS_URL=redis_server.url, INBOX_WORKERS_IN_WEB="0")
         flask(env, "db", "upgrade")
         shop_id, key = add_shop(env, APPID, sim_url)
         flask(env, "rules", "default", "--shop", APPID, "--live")
@@ -197,6 +212,10 @@ def main() -> None:
             )
         port = free_port()
         web = start_web(env, port, args.threads, logs / "web.log")
+        workers = [
+            start_process([str(Path(sys.executable).parent / "flask"), "workers"], env, logs / f"workers{n}.log")
+            for n in range(args.worker_processes)
+        ]
         try:
             sim_shop = simulator.platform.add_shop(
                 APPID, SECRET, TOKEN, AES_KEY, f"http://127.0.0.1:{port}/webhooks/{key}"
@@ -225,7 +244,7 @@ def main() -> None:
             burst_opened: dict[str, float] = {}
             seconds: set[str] = set()
             burst_start = time.time()
-            meter = CpuMeter(web.pid, [], sa.engine.make_url(database_url).database)
+            meter = CpuMeter(web.pid, [w.pid for w in workers], sa.engine.make_url(database_url).database)
             for order_id in burst_order_ids:
                 record = simulator.platform.open_after_sale(sim_shop, order_id, "REFUND")
                 burst_opened[record["after_sale_order_id"]] = time.time()
@@ -239,7 +258,10 @@ def main() -> None:
                 log("burst: not every case was refunded")
             burst_cpu = meter.result()
         finally:
-            stop(web)
+            for process in [*workers, web]:
+                stop(process)
+            if redis_server is not None:
+                redis_server.stop()
             simulator.stop()
             server.shutdown()
         received, decided, outcomes = desk_times(engine, shop_id)
@@ -300,6 +322,10 @@ def main() -> None:
                 # (the simulator answering and pushing), PostgreSQL; how busy the machine was.
                 "cpu": burst_cpu,
                 "web_cpu_ms_per_after_sale": round(1000 * burst_cpu["web_worker_cpu_s"] / max(1, args.burst), 1),
+                "desk_cpu_ms_per_after_sale": round(
+                    1000 * (burst_cpu["web_worker_cpu_s"] + burst_cpu.get("workers_cpu_s", 0.0)) / max(1, args.burst), 1
+                ),
+                "worker_processes": args.worker_processes,
                 "push_received_to_acceptapply_first_refunds": summary_ms(
                     [first_ok(i) - received[i] for i in burst_ids - seconds if first_ok(i) and received.get(i)]
                 ),
