@@ -79,6 +79,15 @@ def app(_app) -> Iterator[Flask]:
     from app.sla import policy
 
     policy.forget()
+    from app.platform.client import TokenStore
+
+    TokenStore.forget_all()
+    from app.orders import realtime as sidebar_realtime
+
+    sidebar_realtime.forget()
+    from app.rules import live as rules_live
+
+    rules_live.forget_rules()
     yield _app
     with _app.app_context():
         db.session.remove()
