@@ -626,8 +626,27 @@ def hand_to_people(after_sale: AfterSale, note: str, decision_id: int | None = N
 # --- the platform's answer, written back ----------------------------------------------------------
 
 
-def _on_action_outcome(action: AfterSaleAction, outcome: str, details: dict) -> None:
+def _decision_of(action: AfterSaleAction) -> RuleDecision | None:
+    """The decision an action carries out: by ``action_id``, or (when the action finished before the
+    decision recorded its id) by the request id derived from the decision's key."""
     decision = db.session.scalar(sa.select(RuleDecision).where(RuleDecision.action_id == action.id))
+    if decision is not None or not (action.request_id or "").startswith("rule_"):
+        return decision
+    waiting = db.session.scalars(
+        sa.select(RuleDecision).where(
+            RuleDecision.shop_id == action.shop_id, RuleDecision.subject_kind == "after_sale",
+            RuleDecision.subject_id == str(action.after_sale_pk), RuleDecision.action_id.is_(None),
+        ).order_by(RuleDecision.id.desc())
+    ).all()
+    for candidate in waiting:
+        if _request_id(DecisionRef(candidate.id, candidate.idempotency_key, candidate.subject_id)) == action.request_id:
+            candidate.action_id = action.id
+            return candidate
+    return None
+
+
+def _on_action_outcome(action: AfterSaleAction, outcome: str, details: dict) -> None:
+    decision = _decision_of(action)
     if decision is None:
         return
     if outcome == "succeeded":

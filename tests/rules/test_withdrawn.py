@@ -99,3 +99,18 @@ def test_an_after_sale_without_an_amount_is_not_approved(app, rules_shop):
     [decision] = decisions(app)
     assert decision.outcome == "escalated" and decision.error == "refund amount unknown"
     assert "金额未知" in after_sale_row(app, pk).human_note
+
+
+def test_an_approval_that_finishes_before_its_decision_names_it_still_settles_the_decision(app, rules_shop):
+    """The action may go out (another worker, the retry timer) before the decision row records its id."""
+    from app.models import RuleDecision
+
+    _approval_waiting(app, rules_shop)
+    with app.app_context():
+        db.session.execute(sa.update(RuleDecision).values(action_id=None))
+        db.session.commit()
+        db.session.remove()
+    _retry_now(app, rules_shop)
+    assert len(ok_calls(rules_shop)) == 1
+    (decision,) = decisions(app)
+    assert decision.outcome == "approved" and decision.action_id == _action(app).id
