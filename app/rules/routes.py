@@ -143,6 +143,16 @@ def _edit(shop: Shop, rule: Rule | None):
             flash(_("The rule was not saved: fix the rows marked below."), "error")
             return render_template("rules/edit.html", **_editor_context(shop, draft, rule)), 400
         before = rule.version if rule is not None else 0
+        if rule is not None:
+            # Two supervisors editing one rule: the second save must not undo the first unseen.
+            db.session.refresh(rule, with_for_update=True)
+            base = request.form.get("base_version", "")
+            if base.isdigit() and int(base) != rule.version:
+                flash(_("Someone else saved this rule (version %(v)d) after you opened it. Your changes below "
+                        "are not saved: open the rule again to see theirs.", v=rule.version), "error")
+                db.session.rollback()
+                return render_template("rules/edit.html", **_editor_context(shop, draft, rule)), 409
+            before = rule.version
         rule = editor.save(rule, shop.id, draft, current_user)
         if rule.version != before:
             audit.record("rules.saved", shop_id=shop.id, subject_kind="rule", subject_id=str(rule.id),

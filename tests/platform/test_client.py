@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 import sqlalchemy as sa
 
@@ -227,8 +229,9 @@ def test_a_block_another_process_recorded_is_obeyed_once_the_memory_is_stale(app
 
     api, sim_shop = client
     api.list_addresses()  # the shop's blocks (none) are now in memory
+    until = utcnow() + timedelta(hours=1)
     db.session.add(ApiBlock(shop_id=api.credentials.shop_id, api="/channels/ec/merchant/address/list",
-                            errcode=45009, errmsg="quota", blocked_until=utcnow() + __import__("datetime").timedelta(hours=1)))
+                            errcode=45009, errmsg="quota", blocked_until=until))
     db.session.commit()
     monkeypatch.setattr(TokenStore, "BLOCKS_FRESH_FOR", 0.0)  # as if BLOCKS_FRESH_FOR seconds had passed
     calls = len(simulator.platform.calls(sim_shop))

@@ -90,6 +90,27 @@ def test_a_rule_is_built_from_rows_and_every_change_is_a_version(app, world, log
     assert 'data-version="2"' in detail and 'data-version="1"' in detail
 
 
+def test_a_save_over_someone_elses_newer_version_is_refused_and_keeps_both(app, world, login):
+    first, second = login("supervisor_a"), login("supervisor_a")
+    assert first.post(f"/rules/new?shop={world.a.shop_id}", data=FORM).status_code == 302
+    rule_id = rule_row(app, db_rule_id(app)).id
+    assert 'name="base_version" value="1"' in second.get(f"/rules/{rule_id}/edit").get_data(as_text=True)
+    assert first.post(f"/rules/{rule_id}/edit", data={**FORM, "base_version": "1", "c-1-value": "2"}).status_code == 302
+    refused = second.post(f"/rules/{rule_id}/edit", data={**FORM, "base_version": "1", "c-1-value": "8"})
+    page = refused.get_data(as_text=True)
+    assert refused.status_code == 409 and "Someone else saved this rule (version 2)" in page
+    assert 'value="8"' in page, "the refused edit stays on the form"
+    assert versions(app, rule_id) == [1, 2]
+    assert rule_row(app, rule_id).conditions[1]["value"] == 2, "the first save stands"
+
+
+def db_rule_id(app) -> int:
+    with app.app_context():
+        found = db.session.scalar(sa.select(Rule.id).where(Rule.name == "小额退款自动同意"))
+        db.session.remove()
+    return found
+
+
 def test_invalid_rows_are_refused_with_their_reasons_and_nothing_is_saved(app, world, login):
     client = login("supervisor_a")
     bad = {
