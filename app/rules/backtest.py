@@ -4,8 +4,12 @@ last 30 days and say what it would have done: how many cases, how much money, wh
 The replay uses the live path's own pieces: the facts of each case are the snapshot the live path
 recorded when it first evaluated the case (``rule_decisions.inputs``: what the rules saw then), or,
 for a case never evaluated, the snapshot built now from the stored rows by the same function
-(``facts.for_after_sale``); the verdict is ``engine.evaluate``. So on the same data the backtest and
-the live engine agree by construction. Daily caps are not applied here; the page shows per-day
+(``facts.for_after_sale``), with the order's status as it was when the buyer asked where the stored
+times tell it (``status_when_asked``: an order shipped, or cancelled by the refund, only later was
+still awaiting shipment then); the verdict is ``engine.evaluate``. So on the same data the backtest and
+the live engine agree by construction. As live, the shop's enabled rules placed before this one
+(same trigger, position order) see each case first: a case one of them matches is theirs, counted
+as ``taken_earlier``, not as this rule's. Daily caps are not applied here; the page shows per-day
 totals so a supervisor can set them.
 """
 
@@ -18,7 +22,7 @@ import sqlalchemy as sa
 
 from app.db import utcnow
 from app.extensions import db
-from app.models import AfterSale, RuleDecision, Shop
+from app.models import AfterSale, OrderStatus, Rule, RuleDecision, Shop
 from app.rules import engine, facts
 
 WINDOW = timedelta(days=30)
@@ -42,6 +46,7 @@ class Result:
     evaluated: int = 0
     matched: int = 0
     amount_fen: int = 0
+    taken_earlier: int = 0  # cases a rule placed before this one would have acted on first
     cases: list[Case] = field(default_factory=list)
     per_day: dict[str, list[int]] = field(default_factory=dict)  # shop-local date -> [count, fen]
 
@@ -63,11 +68,46 @@ def _recorded_inputs(shop_id: int, pks: list[int]) -> dict[int, dict]:
     return {int(subject_id): inputs for subject_id, inputs in rows if inputs}
 
 
-def run(shop: Shop, definition: dict, now: datetime | None = None) -> Result:
+def status_when_asked(status: int | None, paid_at: str | None, shipped_at: str | None,
+                      event_time: str) -> int | None:
+    """The order's status at ``event_time`` (ISO times, as in a snapshot), from what is stored now.
+
+    Shipped after the request: it was awaiting shipment. Cancelled or closed since (a refund in full
+    before shipping closes the order), never shipped, paid before the request: awaiting shipment too.
+    Anything else is taken as it is now (a completed order's receipt time is not stored)."""
+    asked = datetime.fromisoformat(event_time)
+    if status is None or paid_at is None or datetime.fromisoformat(paid_at) > asked:
+        return status
+    if shipped_at is not None and datetime.fromisoformat(shipped_at) > asked:
+        return int(OrderStatus.AWAITING_SHIPMENT)
+    closed = (OrderStatus.CANCELLED, OrderStatus.CANCELLED_ALL_AFTER_SOLD)
+    if shipped_at is None and status in closed:
+        return int(OrderStatus.AWAITING_SHIPMENT)
+    return status
+
+
+def _as_when_asked(snapshot: dict) -> dict:
+    status = status_when_asked(snapshot.get("order_status"), snapshot.get("paid_at"), snapshot.get("shipped_at"),
+                               snapshot["event_time"])
+    return snapshot if status == snapshot.get("order_status") else {**snapshot, "order_status": status}
+
+
+def _earlier_rules(shop_id: int, trigger: str, rule: Rule | None) -> list[dict]:
+    """Definitions of the enabled rules that live evaluates before ``rule`` (a new rule goes last)."""
+    stmt = sa.select(Rule).where(Rule.shop_id == shop_id, Rule.trigger == trigger, Rule.enabled)
+    if rule is not None:
+        stmt = stmt.where(sa.tuple_(Rule.position, Rule.id) < sa.tuple_(rule.position, rule.id))
+    rows = db.session.scalars(stmt.order_by(Rule.position, Rule.id)).all()
+    return [{"trigger": r.trigger, "conditions": r.conditions or [], "actions": r.actions or []} for r in rows]
+
+
+def run(shop: Shop, definition: dict, now: datetime | None = None, rule: Rule | None = None) -> Result:
+    """``rule``: the saved rule being edited (its place in the order), None for a new one."""
     now = now or utcnow()
     result = Result()
     if definition.get("trigger") not in engine.AFTER_SALE_TRIGGERS:
         return result
+    earlier = _earlier_rules(shop.id, definition["trigger"], rule)
     rows = db.session.scalars(
         sa.select(AfterSale)
         .where(AfterSale.shop_id == shop.id, AfterSale.platform_created_at >= now - WINDOW,
@@ -77,9 +117,12 @@ def run(shop: Shop, definition: dict, now: datetime | None = None) -> Result:
     recorded = _recorded_inputs(shop.id, [r.id for r in rows])
     action = engine.approves(definition) or next((a.get("kind") for a in definition.get("actions") or []), None)
     for row in rows:
-        snapshot = recorded.get(row.id) or facts.for_after_sale(row, shop)
-        verdict = engine.evaluate(definition, snapshot)
+        snapshot = recorded.get(row.id) or _as_when_asked(facts.for_after_sale(row, shop))
         result.evaluated += 1
+        if any(engine.evaluate(other, snapshot).matched for other in earlier):
+            result.taken_earlier += 1
+            continue
+        verdict = engine.evaluate(definition, snapshot)
         if not verdict.matched:
             continue
         amount = int(snapshot.get("refund_amount_fen") or 0) if engine.approves(definition) else 0

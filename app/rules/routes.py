@@ -407,7 +407,7 @@ def _backtest_page(shop: Shop, draft: editor.Draft, rule: Rule | None, form_item
         shop=shop,
         draft=draft,
         rule=rule,
-        result=backtest.run(shop, draft.definition()),
+        result=backtest.run(shop, draft.definition(), rule=rule),
         describe=editor.describe,
         describe_action=editor.describe_action,
         format_yuan=format_yuan,

@@ -26,9 +26,10 @@ def _paid_before_request(app, shop_id: int, pk: int, hours: float) -> None:
         db.session.remove()
 
 
-def _run_backtest(app, shop_id: int) -> backtest.Result:
+def _run_backtest(app, shop_id: int, rule_id: int | None = None, definition: dict | None = None) -> backtest.Result:
     with app.app_context():
-        result = backtest.run(db.session.get(Shop, shop_id), engine.default_template())
+        rule = db.session.get(Rule, rule_id) if rule_id else None
+        result = backtest.run(db.session.get(Shop, shop_id), definition or engine.default_template(), rule=rule)
         db.session.remove()
     return result
 
@@ -70,5 +71,52 @@ def test_backtest_equals_live_on_the_same_data(app, rules_shop):
     refunded = {c[2]["after_sale_order_id"] for c in desk.calls(ACCEPT) if c[3] == 0}
     assert len(refunded) == 3 == len(desk.calls(ACCEPT))
 
-    after = _run_backtest(app, desk.shop_id)
+    after = _run_backtest(app, desk.shop_id, rule_id)  # the saved rule's own backtest
     assert {c.after_sale_pk for c in after.cases} == picked and after.amount_fen == before.amount_fen
+    assert after.taken_earlier == 0
+
+
+def test_cases_an_earlier_rule_takes_are_not_counted_for_a_later_one(app, rules_shop):
+    desk, platform, sim_shop = rules_shop, rules_shop.platform, rules_shop.sim_shop
+    for hours in (0.5, 1, 2):
+        order_id = desk.order()
+        record = platform.open_after_sale(sim_shop, order_id, "REFUND")
+        _paid_before_request(app, desk.shop_id, desk.fetch_after_sale(record["after_sale_order_id"]), hours)
+    # Live, the first enabled rule that matches acts: a hand-to-people rule for refunds under 1.5 h.
+    early = {"trigger": "aftersale.created",
+             "conditions": [{"field": "hours_since_paid", "op": "lte", "value": 1.5}],
+             "actions": [{"kind": "route_to_human", "text": "先人工看看"}]}
+    first = add_rule(app, desk.shop_id, early, position=0)
+    later = add_rule(app, desk.shop_id, enabled=False, position=1)
+    result = _run_backtest(app, desk.shop_id, later)
+    assert (result.evaluated, result.taken_earlier, result.matched) == (3, 2, 1)
+    assert result.amount_fen == 19900
+    alone = _run_backtest(app, desk.shop_id, first, engine.default_template())
+    assert (alone.taken_earlier, alone.matched) == (0, 3), "nothing is placed before the first rule"
+
+
+def test_a_case_never_seen_is_judged_on_the_order_as_it_was_when_the_buyer_asked(app, rules_shop):
+    """Backtesting before any rule ran: an order shipped after the refund request was not shipped then."""
+    desk, platform, sim_shop = rules_shop, rules_shop.platform, rules_shop.sim_shop
+    order_id = desk.order()
+    record = platform.open_after_sale(sim_shop, order_id, "REFUND")
+    pk = desk.fetch_after_sale(record["after_sale_order_id"])
+    _paid_before_request(app, desk.shop_id, pk, 1)
+    with app.app_context():  # shipped an hour after the buyer asked (stored now: status 30)
+        after_sale = db.session.get(AfterSale, pk)
+        order = db.session.scalar(sa.select(Order).where(Order.order_id == after_sale.order_id))
+        order.status, order.shipped_at = 30, after_sale.platform_created_at + timedelta(hours=1)
+        db.session.commit()
+        db.session.remove()
+    result = _run_backtest(app, desk.shop_id)
+    assert [c.after_sale_pk for c in result.cases] == [pk], "not shipped when asked: the default rule matches"
+
+
+def test_status_when_asked():
+    asked = "2026-11-30T10:00:00+00:00"
+    paid, before, after = "2026-11-30T09:00:00+00:00", "2026-11-30T09:30:00+00:00", "2026-11-30T11:00:00+00:00"
+    assert backtest.status_when_asked(30, paid, after, asked) == 20
+    assert backtest.status_when_asked(30, paid, before, asked) == 30
+    assert backtest.status_when_asked(250, paid, None, asked) == 20, "closed by the refund since"
+    assert backtest.status_when_asked(250, None, None, asked) == 250, "never paid: cancelled unpaid"
+    assert backtest.status_when_asked(100, paid, before, asked) == 100
