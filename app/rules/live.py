@@ -233,38 +233,54 @@ def on_buyer_message(shop_id: int, *, message_id: int, conversation_id: int, **_
         _wake()
 
 
-def sweep(since: timedelta = timedelta(hours=24), limit: int = 500) -> int:
-    """The safety net: evaluations for after-sales waiting for the merchant that have none (a crash
-    between an ingest's commit and its signal). Same keys as the live path, so nothing runs twice."""
+def sweep(since: timedelta = timedelta(hours=24), limit: int = 500, page: int = 500) -> int:
+    """The safety net: evaluations for after-sales waiting for the merchant that have none for their
+    state (a crash between an ingest's commit and its signal). Same keys as the live path, so
+    nothing runs twice. Queues at most ``limit`` per shop and run; reads ``page`` rows at a time
+    past the ones it skips (no rule for their trigger), so skipped rows never hide later ones."""
     cutoff = utcnow() - since
     shop_ids = db.session.scalars(
         sa.select(Rule.shop_id).where(Rule.enabled, Rule.trigger.in_(engine.AFTER_SALE_TRIGGERS)).distinct()
     ).all()
     queued = 0
     for shop_id in shop_ids:
-        prefix = sa.literal("rules:after_sale:") + sa.cast(AfterSale.id, sa.String)
-        key = prefix + ":" + AfterSale.status + ":" + AfterSale.type
+        # The live key (evaluation_key with after_sale_state): status, type and amount.
+        amount = sa.func.coalesce(sa.cast(AfterSale.refund_amount_fen, sa.String), "None")
+        key = (sa.literal("rules:after_sale:") + sa.cast(AfterSale.id, sa.String) + ":" + AfterSale.status + ":"
+               + AfterSale.type + ":" + amount)
         missing = ~sa.select(OutboxCall.id).where(
             OutboxCall.shop_id == shop_id, OutboxCall.idempotency_key == key
         ).exists()
-        rows = db.session.execute(
-            sa.select(AfterSale.id, AfterSale.status, AfterSale.type, AfterSale.order_id)
-            .where(AfterSale.shop_id == shop_id, AfterSale.status == AfterSaleStatus.MERCHANT_PROCESSING.value,
-                   AfterSale.updated_at >= cutoff, missing)
-            .order_by(AfterSale.id)
-            .limit(limit)
-        ).all()
-        for pk, status, kind, order_id in rows:
-            # Never evaluated in any state: it is new to the rules.
-            seen = db.session.scalar(
-                sa.select(OutboxCall.id).where(
-                    OutboxCall.shop_id == shop_id, OutboxCall.idempotency_key.startswith(f"rules:after_sale:{pk}:")
-                ).limit(1)
-            )
-            trigger = "aftersale.updated" if seen else "aftersale.created"
-            if not _has_rules(shop_id, (trigger,)):
-                continue
-            queued += enqueue_evaluation(shop_id, trigger, "after_sale", str(pk), f"{status}:{kind}", order_id)
+        after, shop_queued = 0, 0
+        while shop_queued < limit:
+            rows = db.session.execute(
+                sa.select(AfterSale.id, AfterSale.status, AfterSale.type, AfterSale.refund_amount_fen,
+                          AfterSale.order_id)
+                .where(AfterSale.shop_id == shop_id, AfterSale.status == AfterSaleStatus.MERCHANT_PROCESSING.value,
+                       AfterSale.updated_at >= cutoff, AfterSale.id > after, missing)
+                .order_by(AfterSale.id)
+                .limit(page)
+            ).all()
+            if not rows:
+                break
+            for pk, status, kind, amount_fen, order_id in rows:
+                after = pk
+                # Never evaluated in any state: it is new to the rules.
+                seen = db.session.scalar(
+                    sa.select(OutboxCall.id).where(
+                        OutboxCall.shop_id == shop_id,
+                        OutboxCall.idempotency_key.startswith(f"rules:after_sale:{pk}:"),
+                    ).limit(1)
+                )
+                trigger = "aftersale.updated" if seen else "aftersale.created"
+                if not _has_rules(shop_id, (trigger,)):
+                    continue
+                if enqueue_evaluation(shop_id, trigger, "after_sale", str(pk), f"{status}:{kind}:{amount_fen}",
+                                      order_id):
+                    shop_queued += 1
+                if shop_queued >= limit:
+                    break
+        queued += shop_queued
         db.session.rollback()
     if queued:
         _wake()
@@ -558,6 +574,13 @@ def _other_actions(context: _Context, rule: RuleSnapshot, decision: DecisionRef)
     if results:
         row = db.session.get(RuleDecision, decision.id)
         row.platform_response = {**(row.platform_response or {}), "actions": results}
+        refused = [r for r in results if r["kind"] == "reject" and not r.get("ok")]
+        if refused and row.outcome == ACTED:
+            # The rule meant to reject and could not: the case is not settled, people decide it.
+            row.outcome = ESCALATED
+            row.error = f"reject refused: {refused[0].get('reason')}"
+            if context.subject_kind == "after_sale":
+                _note_for_people(context, f"自动规则未能拒绝（{refused[0].get('reason')}），请人工处理。", decision.id)
         db.session.commit()
 
 

@@ -74,13 +74,15 @@ def test_a_rule_rejects_only_once_the_shop_allows_it(app, rules_shop):
     shipped = rules_shop.order()
     rules_shop.platform.ship_order(rules_shop.sim_shop, shipped)
     rules_shop.fetch_order(shipped)
-    request_after_sale(rules_shop, shipped, "REFUND")
+    refused_pk = request_after_sale(rules_shop, shipped, "REFUND")
     rules_shop.drain()
     assert rules_shop.calls(REJECT) == [], "not allowed: nothing rejected"
     [refused] = decisions(app)
     assert refused.platform_response["actions"] == [
         {"kind": "reject", "ok": False, "reason": "auto_reject_not_allowed"}
     ]
+    assert (refused.outcome, refused.error) == ("escalated", "reject refused: auto_reject_not_allowed")
+    assert "自动规则未能拒绝" in after_sale_row(app, refused_pk).human_note, "people decide the case"
 
     set_settings(app, rules_shop.shop_id, allow_auto_reject=True)
     other = rules_shop.order()

@@ -307,3 +307,23 @@ def test_decisions_name_the_rule_version_they_were_made_with(app, rules_shop):
     assert versions == {first: (1, "would_approve"), second: (2, "would_approve")}
     [latest] = [d for d in decisions(app, rule_id=rule_id) if int(d.subject_id) == second]
     assert latest.trace["conditions"][1]["value"] == 2
+
+
+def test_the_sweep_uses_the_live_key_and_reaches_rows_behind_skipped_ones(app, rules_shop):
+    add_rule(app, rules_shop.shop_id)  # the default rule: aftersale.created only
+    pks = []
+    for _ in range(3):
+        record = rules_shop.platform.open_after_sale(rules_shop.sim_shop, rules_shop.order(), "REFUND")
+        pks.append(rules_shop.fetch_after_sale(record["after_sale_order_id"]))
+    with app.app_context():
+        # The first two were evaluated before in another state: for them the trigger is "updated",
+        # which no rule has; they are skipped, and must not hide the third (page of one row).
+        for pk in pks[:2]:
+            live.enqueue_evaluation(rules_shop.shop_id, "aftersale.created", "after_sale", str(pk), "old:state", None)
+        assert live.sweep(page=1) == 1
+        keys = set(db.session.scalars(sa.select(OutboxCall.idempotency_key)
+                                      .where(OutboxCall.operation == live.OPERATION)))
+        row = db.session.get(AfterSale, pks[2])
+        assert live.evaluation_key("after_sale", str(pks[2]), live.after_sale_state(row)) in keys
+        assert live.sweep(page=1) == 0, "the live key: found, not queued again"
+        db.session.remove()
