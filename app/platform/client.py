@@ -179,7 +179,7 @@ class TokenStore:
       meanwhile with the same errcode, which records the block again: nothing is lost).
 
     The database stays the truth every process shares; memory only saves two reads per call, which
-    a burst of after-sales pays five times per case (docs/rules.md, "Speed").
+    a burst of after-sales pays five times per case (docs/architecture.md, "Rules", Measured).
     """
 
     BLOCKS_FRESH_FOR = 5.0
