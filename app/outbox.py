@@ -145,9 +145,15 @@ def _claim_statement(dialect: str, limit: int, urgent_only: bool) -> sa.Update:
     )
     if dialect == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True, of=OutboxCall)
+        # = ANY(ARRAY(...)): the locking subquery runs once. Under ``IN (...)`` the planner may run it
+        # again for each row it updates, and with SKIP LOCKED each run picks further rows: a claim
+        # of one then takes two (seen with the outbox's lane condition).
+        picked = OutboxCall.id == sa.any_(sa.func.array(candidates.scalar_subquery()))
+    else:
+        picked = OutboxCall.id.in_(candidates.scalar_subquery())
     stmt = _claim_statements[(dialect, limit, urgent_only)] = (
         sa.update(OutboxCall)
-        .where(OutboxCall.id.in_(candidates.scalar_subquery()), due)
+        .where(picked, due)
         .values(
             status=OutboxStatus.IN_FLIGHT,
             next_attempt_at=sa.bindparam("lease_until", type_=columns.next_attempt_at.type),

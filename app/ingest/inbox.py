@@ -151,9 +151,15 @@ def _claim_statement(dialect: str, limit: int) -> sa.Update:
     )
     if dialect == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True, of=InboxEvent)
+        # = ANY(ARRAY(...)): the locking subquery runs once. Under ``IN (...)`` the planner may run it
+        # again for each row it updates, and with SKIP LOCKED each run picks further rows: a claim
+        # of one then takes two (seen with the outbox's lane condition).
+        picked = InboxEvent.id == sa.any_(sa.func.array(candidates.scalar_subquery()))
+    else:
+        picked = InboxEvent.id.in_(candidates.scalar_subquery())
     stmt = _claim_statements[(dialect, limit)] = (
         sa.update(InboxEvent)
-        .where(InboxEvent.id.in_(candidates.scalar_subquery()), due)
+        .where(picked, due)
         .values(
             status=InboxStatus.PROCESSING,
             next_attempt_at=sa.bindparam("lease_until", type_=InboxEvent.__table__.c.next_attempt_at.type),
