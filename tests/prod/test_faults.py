@@ -276,3 +276,37 @@ def test_the_platform_down_for_ten_poll_intervals_is_caught_up(cluster):
         ),
         timeout=20,
     )
+
+
+def test_a_stalled_scheduler_leader_is_replaced_and_stands_down_when_it_wakes(cluster):
+    """SIGSTOP the leading scheduler (a stalled VM, a long GC pause): the standby leads within 10 s;
+    when the stalled one is let go again (SIGCONT) it finds its lease gone and runs no job while the
+    other leads; no job ran twice at once and the orders placed meanwhile arrive once."""
+    leader = cluster.health("web_a")["scheduler"]["leader"]
+    pid = int(leader.split(":")[1])
+    name = next(n for n, p in cluster.processes.items() if p.pid == pid)
+    group = cluster.processes[name].pid
+    os.killpg(group, signal.SIGSTOP)
+    stalled = time.monotonic()
+    try:
+        orders = [cluster.sim("order", appid=POLLED, openid=f"o_stall_{i}")["order_id"] for i in range(5)]
+        new = wait_for(
+            lambda: (lambda lead: lead if lead and lead != leader else None)(
+                cluster.health("web_a")["scheduler"].get("leader")
+            ),
+            timeout=15,
+            interval=0.1,
+        )
+        failover = time.monotonic() - stalled
+    finally:
+        os.killpg(group, signal.SIGCONT)
+    resumed = time.time()
+    assert new, "no standby took over from the stalled leader"
+    assert failover <= 10, f"failover took {failover:.1f} s"
+    assert wait_for(lambda: len(_stored_orders(cluster, orders)) == len(orders), timeout=30)
+    assert set(_stored_orders(cluster, orders).values()) == {1}
+    time.sleep(3)  # the woken process has had time to try
+    assert cluster.health("web_a")["scheduler"]["leader"] == new, "the woken process did not take the lead back"
+    late = [r for r in _runs(cluster) if r["by"] == leader and r["start"] > resumed + 1.5]
+    assert late == [], "the woken process ran jobs while another led"
+    assert _overlaps(_runs(cluster)) == []
