@@ -174,6 +174,16 @@ def _overlaps(runs: list[dict]) -> list[tuple[dict, dict]]:
     return clashes
 
 
+def _new_leader(cluster: Cluster, old: str) -> str | None:
+    """The scheduler leading once it is another than ``old`` (within 15 s), else None."""
+
+    def other() -> str | None:
+        lead = cluster.health("web_a")["scheduler"].get("leader")
+        return lead if lead and lead != old else None
+
+    return wait_for(other, timeout=15, interval=0.1)
+
+
 def test_killing_the_scheduler_leader_hands_over_within_ten_seconds(cluster):
     """kill -9 the leading scheduler while orders keep coming on a shop that is only polled: the
     standby leads within 10 s, no job ever ran twice at once, and every order arrives once."""
@@ -189,13 +199,7 @@ def test_killing_the_scheduler_leader_hands_over_within_ten_seconds(cluster):
         cluster.sim("after_sale", appid=POLLED, order_id=order_id, kind="REFUND")["after_sale_order_id"]
         for order_id in orders[3:7]
     ]
-    new = wait_for(
-        lambda: (lambda lead: lead if lead and lead != leader else None)(
-            cluster.health("web_a")["scheduler"].get("leader")
-        ),
-        timeout=15,
-        interval=0.1,
-    )
+    new = _new_leader(cluster, leader)
     failover = time.monotonic() - killed
     assert new, "no standby took over"
     assert failover <= 10, f"failover took {failover:.1f} s"
@@ -290,13 +294,7 @@ def test_a_stalled_scheduler_leader_is_replaced_and_stands_down_when_it_wakes(cl
     stalled = time.monotonic()
     try:
         orders = [cluster.sim("order", appid=POLLED, openid=f"o_stall_{i}")["order_id"] for i in range(5)]
-        new = wait_for(
-            lambda: (lambda lead: lead if lead and lead != leader else None)(
-                cluster.health("web_a")["scheduler"].get("leader")
-            ),
-            timeout=15,
-            interval=0.1,
-        )
+        new = _new_leader(cluster, leader)
         failover = time.monotonic() - stalled
     finally:
         os.killpg(group, signal.SIGCONT)
