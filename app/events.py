@@ -44,6 +44,9 @@ sla_turn_started = signals.signal("sla-turn-started")
 sla_changed = signals.signal("sla-changed")
 # sender: 0 (not a shop). user_id, presence, shop_ids (None: every shop)
 presence_changed = signals.signal("presence-changed")
+# sender: 0. user_id, sids (the user's live console connections, as recorded), reason: every console
+# session of the user ended (signing out signs out everywhere), after the commit.
+user_signed_out = signals.signal("user-signed-out")
 
 
 def emit(signal, shop_id: int, **kwargs) -> None:

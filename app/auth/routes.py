@@ -9,12 +9,12 @@ from flask import current_app, flash, redirect, render_template, request, sessio
 from flask_babel import gettext as _
 from flask_login import current_user, login_required, login_user, logout_user
 
-from app import audit
+from app import audit, events
 from app.auth import bp
 from app.auth.forms import LoginForm
 from app.extensions import db, limiter
 from app.i18n import LANG_SESSION_KEY, utc_now
-from app.models import User
+from app.models import AgentConnection, User
 from app.models.people import burn_password_check, normalize_username
 
 
@@ -86,7 +86,11 @@ def logout():
     # this user, so signing out signs out everywhere (the security review, docs/security.md).
     user = current_user._get_current_object()
     user.session_version = (user.session_version or 1) + 1
+    user_id = user.id
+    sids = list(db.session.scalars(sa.select(AgentConnection.sid).where(AgentConnection.user_id == user_id)))
     db.session.commit()
+    # The open consoles (this tab's and any other) end now, not at their next heartbeat.
+    events.emit(events.user_signed_out, 0, user_id=user_id, sids=sids, reason="signed_out")
     logout_user()
     session.clear()
     flash(_("You have signed out."), "info")

@@ -143,7 +143,20 @@ def _on_presence(_sender, user_id: int, presence: str, shop_ids) -> None:
     emit("presence.changed", {"user_id": user_id, "presence": presence}, rooms)
 
 
+def _on_signed_out(_sender, user_id: int, sids: list[str], reason: str = "signed_out") -> None:
+    """Every console of the user hears why, then the server closes its socket: in this process at
+    once, in the others through the message queue (python-socketio's disconnect crosses it)."""
+    emit("session.ended", {"reason": reason}, [user_room(user_id)])
+    server = (_emitter or socketio).server
+    for sid in sids:
+        try:
+            server.disconnect(sid, namespace=NAMESPACE)
+        except Exception:  # gone meanwhile; its next event would find the session void anyway
+            log.info("could not disconnect %s", sid, exc_info=True)
+
+
 def install() -> None:
+    events.user_signed_out.connect(_on_signed_out)
     events.conversation_changed.connect(_on_conversation)
     events.message_changed.connect(_on_message)
     events.presence_changed.connect(_on_presence)

@@ -62,6 +62,12 @@
       if (heartbeat) { clearInterval(heartbeat); heartbeat = null; }
       if (presenceSelect) { presenceSelect.disabled = true; }
     });
+    // Signed out (in this tab or another): the server closes the socket; go to the sign-in page
+    // instead of a console that can no longer act.
+    socket.on("session.ended", function () {
+      socket.close();
+      window.location.assign("/login");
+    });
     socket.on("hello", function (hello) {
       channeldesk.hello = hello || {};
       myId = hello && hello.user ? hello.user.id : (hello ? hello.user_id : null);

@@ -54,3 +54,15 @@ def test_english_on_request_before_and_after_sign_in(live_server, page):
 def test_console_opens_an_authenticated_realtime_connection(live_server, page):
     sign_in(page, live_server.url, "agent")
     page.wait_for_selector("[data-live-indicator].is-live", timeout=10_000)
+
+
+def test_signing_out_in_one_tab_ends_the_console_in_the_other(live_server, page):
+    sign_in(page, live_server.url, "agent")
+    page.wait_for_selector("[data-live-indicator].is-live", timeout=10_000)
+    other = page.context.new_page()  # a second tab of the same browser (same session)
+    other.goto(f"{live_server.url}/")
+    other.wait_for_selector("[data-live-indicator].is-live", timeout=10_000)
+    page.click("text=退出")
+    page.wait_for_url(f"{live_server.url}/login")
+    other.wait_for_url(f"{live_server.url}/login", timeout=10_000)  # told by the server, not by a reload
+    assert other.locator("#username").is_visible()
