@@ -18,9 +18,11 @@ from tests.e2e.test_sign_in import sign_in
 THRESHOLD, WARNING = 12, 5
 
 
-def _save_policy(page, threshold: int, warning: int) -> None:
+def _save_policy(page, threshold: int, warning: int, window: tuple[str, str] = ("08:00", "24:00")) -> None:
     page.fill("#threshold_seconds", str(threshold))
     page.fill("#warning_seconds", str(warning))
+    page.fill("#window_start", window[0])
+    page.fill("#window_end", window[1])
     page.click("main form button[type=submit]")
     expect(page.locator(".flash-success")).to_be_visible()
 
@@ -37,7 +39,9 @@ def test_countdown_warns_a_reply_stops_it_and_the_board_follows(live_server, bro
         boss.goto(f"{live_server.url}/sla/")
         settings_url = boss.locator("a", has_text="服务水平设置").first.get_attribute("href")
         boss.goto(live_server.url + settings_url)
-        _save_policy(boss, THRESHOLD, WARNING)
+        # The whole day counts: the suite may run at any hour (the default window starts at 08:00
+        # Shanghai, i.e. 00:00 UTC, so between 16:00 and 24:00 UTC no turn would count).
+        _save_policy(boss, THRESHOLD, WARNING, ("00:00", "24:00"))
         boss.goto(f"{live_server.url}/sla/")
         expect(boss.locator("#sla-board[data-version]")).to_be_visible()
 

@@ -4,6 +4,8 @@ filters, the backtest; and that one shop's supervisor can neither see nor change
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
 import pytest
 import sqlalchemy as sa
 
@@ -227,7 +229,7 @@ def test_decision_log_filters_and_shows_the_inputs(app, world, login):
     assert all(f"AS-{n}" in everything for n in (901, 902, 903))
     approved = client.get("/rules/decisions?outcome=approved").get_data(as_text=True)
     assert "AS-901" in approved and "AS-902" not in approved
-    today = utcnow().date().isoformat()
+    today = utcnow().astimezone(ZoneInfo("Asia/Shanghai")).date().isoformat()  # the shop's day
     recent = client.get(f"/rules/decisions?from=2026-01-01&to={today}").get_data(as_text=True)
     assert "AS-901" in recent and "AS-903" not in recent
     by_rule = client.get(f"/rules/decisions?rule={world.a.rule_id}&shop={world.a.shop_id}").get_data(as_text=True)

@@ -107,6 +107,20 @@ def set_policy(shop_id: int, **values) -> None:
     policy.forget(shop_id)
 
 
+def midday_zone(now: datetime | None = None) -> str:
+    """A time zone where it is now 12:00-12:59: minutes-old turns are "today" and inside the default
+    window whatever the hour the suite runs at (Etc/GMT-N is UTC+N)."""
+    offset = ((12 - (now or datetime.now(UTC)).hour + 12) % 24) - 12  # local = UTC + offset, -12..11
+    return "UTC" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+
+
+def at_midday(shop_id: int) -> None:
+    """Move the shop to a time zone where it is midday now (see midday_zone)."""
+    db.session.get(Shop, shop_id).timezone = midday_zone()
+    db.session.commit()
+    policy.forget(shop_id)
+
+
 def local(shop_id: int, *args) -> datetime:
     """A shop-local wall-clock time as an aware UTC datetime."""
     tz = db.session.get(Shop, shop_id).tz

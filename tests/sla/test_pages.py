@@ -14,7 +14,7 @@ from app.models import Role, SlaSettings
 from app.sla import clock
 from tests.desk.conftest import Sock
 from tests.factories import make_shop, make_user
-from tests.sla.conftest import noon_yesterday, turns
+from tests.sla.conftest import at_midday, noon_yesterday, turns
 
 SUPERVISOR_ONLY = ("/sla/", "/sla/history", "/sla/history.csv", "/api/sla/board", "/api/sla/history")
 
@@ -38,6 +38,7 @@ def test_agents_get_403_on_every_supervisor_page_and_on_the_board_socket(app, de
 
 def test_the_board_shows_waiting_buyers_breaches_agents_and_todays_rate(app, desk_world, login):
     with app.app_context():
+        at_midday(desk_world.shop_id)  # "today" and the window hold at any hour of the run
         now = utcnow()
         waiting = desk_world.buyer("o_board_wait", now - timedelta(seconds=30))
         missed = desk_world.buyer("o_board_miss", now - timedelta(seconds=300))
