@@ -121,6 +121,10 @@ class Config:
     # Inbox (received pushes): attempts before an event is marked failed for an admin to see.
     INBOX_MAX_ATTEMPTS = env_int("INBOX_MAX_ATTEMPTS", 8)
     INBOX_RETRY_BASE_SECONDS = float(env_str("INBOX_RETRY_BASE_SECONDS", "2"))  # doubles per attempt, max 300
+    # How long a claimed push stays with its worker: a worker process that dies leaves its claimed
+    # pushes to the others after this. Long enough for the slowest handling (platform timeouts x
+    # retries); renewed before each event after a tenth of it.
+    INBOX_LEASE_SECONDS = env_int("INBOX_LEASE_SECONDS", 300)
     # Threads per process that handle received pushes (each fetches details from the platform).
     INBOX_WORKER_THREADS = env_int("INBOX_WORKER_THREADS", 4)
     # Start inbox and outbox workers in web processes (they wake on each received push or reply).

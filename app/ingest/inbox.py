@@ -34,10 +34,13 @@ from app.platform import client_for
 from app.platform.client import PlatformError
 
 log = logging.getLogger(__name__)
-# Renewed before an event once RENEW_AFTER has passed since the claim or the last renewal; outlives the
-# slowest single handling (timeouts x retries) many times.
-LEASE = timedelta(minutes=5)
-RENEW_AFTER = 30.0  # seconds
+# The claim lease (INBOX_LEASE_SECONDS, default 5 minutes), renewed before an event once a tenth of it
+# has passed since the claim or the last renewal; it outlives the slowest single handling (timeouts x
+# retries) many times.
+
+
+def _lease() -> timedelta:
+    return timedelta(seconds=current_app.config.get("INBOX_LEASE_SECONDS", 300))
 ORDER_EVENTS = frozenset(
     {
         "channels_ec_order_new",
@@ -181,7 +184,7 @@ def claim(limit: int = 20) -> Claim:
     now = utcnow()
     token = uuid.uuid4().hex
     stmt = _claim_statement(db.engine.dialect.name, limit)
-    rows = db.session.execute(stmt, {"now": now, "lease_until": now + LEASE, "token": token})
+    rows = db.session.execute(stmt, {"now": now, "lease_until": now + _lease(), "token": token})
     items = {event_id: (shop_id, payload) for event_id, shop_id, payload in rows}
     db.session.commit()
     return Claim(token, sorted(items), items)
@@ -192,7 +195,7 @@ def _renew(event_id: int, token: str) -> bool:
     result = db.session.execute(
         sa.update(InboxEvent)
         .where(_mine(event_id, token))
-        .values(next_attempt_at=utcnow() + LEASE)
+        .values(next_attempt_at=utcnow() + _lease())
         .execution_options(synchronize_session=False)
     )
     db.session.commit()
@@ -211,10 +214,11 @@ def process_claimed(claimed: Claim) -> int:
     """
     done = 0
     renewed_at = claimed.claimed_at
+    renew_after = _lease().total_seconds() / 10
     for event_id in claimed.ids:
-        # A lease renewed (or claimed) within RENEW_AFTER has most of its 5 minutes left: no takeover
-        # is possible yet. Later events of a claim that waited on slow platform calls renew first.
-        if time.monotonic() - renewed_at > RENEW_AFTER:
+        # A lease renewed (or claimed) within a tenth of it has most of it left: no takeover is
+        # possible yet. Later events of a claim that waited on slow platform calls renew first.
+        if time.monotonic() - renewed_at > renew_after:
             if not _renew(event_id, claimed.token):
                 continue
             renewed_at = time.monotonic()

@@ -46,6 +46,8 @@ def cluster(tmp_path_factory):
     settings = {"POLL_ORDERS_SECONDS": "1", "POLL_AFTER_SALES_SECONDS": "1", "POLL_ADDRESSES_SECONDS": "30"}
     settings |= {"SYNC_SETTLE_SECONDS": "0", "SYNC_OVERLAP_SECONDS": "5", "PLATFORM_READ_TIMEOUT": "2"}
     settings |= {"PLATFORM_MAX_ATTEMPTS": "2", "PLATFORM_BACKOFF_BASE": "0.05"}
+    # A killed worker's claimed pushes come back after 10 s, not the production 5 minutes.
+    settings |= {"INBOX_LEASE_SECONDS": "10"}
     c = Cluster(workdir, url, redis, **settings)
     try:
         c.migrate()
@@ -308,3 +310,30 @@ def test_a_stalled_scheduler_leader_is_replaced_and_stands_down_when_it_wakes(cl
     late = [r for r in _runs(cluster) if r["by"] == leader and r["start"] > resumed + 1.5]
     assert late == [], "the woken process ran jobs while another led"
     assert _overlaps(_runs(cluster)) == []
+
+
+def test_killing_the_workers_process_mid_burst_loses_and_doubles_nothing(cluster):
+    """kill -9 the `flask workers` process while a burst of buyer messages queues: the schedulers'
+    inbox threads go on with new pushes, what the killed process had claimed comes back when its
+    lease runs out (INBOX_LEASE_SECONDS, 10 s here), and every message is stored exactly once."""
+    sent: list[str] = []
+    for i in range(100):  # as fast as the simulator takes them: a backlog for the workers to claim
+        sent.append(cluster.sim("buyer_message", appid=PUSHED, openid=f"o_wkill_{i % 25}", text=f"工人 {i}")["msg_id"])
+    wait_for(lambda: _stored_messages(cluster, sent), timeout=10, interval=0.02)  # work has begun
+    cluster.kill("workers", signal.SIGKILL)
+    with cluster.engine().connect() as conn:
+        held = conn.scalars(sa.text("SELECT id FROM inbox_events WHERE status = 'processing'")).all()
+    for i in range(10):  # pushes after the kill: the schedulers' threads take them
+        sent.append(cluster.sim("buyer_message", appid=PUSHED, openid=f"o_wkill_{i}", text="之后")["msg_id"])
+    try:
+        assert wait_for(lambda: len(_stored_messages(cluster, sent)) == len(sent), timeout=60)
+        stored = _stored_messages(cluster, sent)
+        assert set(stored) == set(sent) and set(stored.values()) == {1}, "a message was lost or doubled"
+        with cluster.engine().connect() as conn:
+            states = dict(conn.execute(sa.text(
+                "SELECT status, count(*) FROM inbox_events WHERE id = ANY(:ids) GROUP BY 1"), {"ids": list(held)}
+            ).all())
+            assert conn.scalar(sa.text("SELECT count(*) FROM inbox_events WHERE status = 'failed'")) == 0
+        assert set(states) <= {"done"}, f"the killed process's claims were not taken over: {states}"
+    finally:
+        cluster.start_workers()  # back, as systemd would start it
