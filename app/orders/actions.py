@@ -317,8 +317,9 @@ def _queue(user: User, after_sale: AfterSale, action: AfterSaleAction) -> AfterS
             "reject_reason": action.reject_reason,
         },
     )
+    announce = _announce_action(action)  # built before the commit expires the rows it reads
     db.session.commit()
-    _announce_action(action)()
+    announce()
     return action
 
 
