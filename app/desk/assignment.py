@@ -185,51 +185,106 @@ def sticky_agent(last_agent_id: int | None, last_agent_at, now) -> int | None:
     return None
 
 
-def pick_agent(shop_id: int, sticky: int | None, exclude: int | None = None) -> int | None:
-    """The id of the agent to assign; None if nobody can.
+_pick_statements: list[sa.Select] = []
 
-    Two statements, whatever the team's size: the candidates (active, online, a live connection),
-    then their open conversations counted in one grouped scan. The choice itself is made here, in
-    Python: a correlated count per candidate re-reads the conversations' index (and the dead entries
-    every message update leaves there until vacuum) once per candidate, which is what slowed the
-    assignment lock under a burst.
+
+def _pick_statement() -> sa.Select:
+    """The agent to assign, in ONE statement built once: the shop's active, online agents with a
+    live connection and spare capacity; the sticky one first if among them, then the fewest open
+    conversations, the longest idle (never assigned first), the lowest id. Bound per call:
+    ``pick_shop_id``, ``seen_after`` (a connection seen since counts as live), ``sticky`` and ``exclude``
+    (0: none; ids start at 1).
+
+    The loads are one grouped scan of the open conversations of the shop's agents (a correlated
+    count per candidate would re-read the conversations' index, and the dead entries every message
+    update leaves there until vacuum, once per candidate: what slowed the assignment lock in a burst).
+    The statement runs under the assignment lock, after it was taken: its snapshot sees every
+    assignment committed before.
     """
-    now = utcnow()
-    with tenancy.system_scope(db.session()):
-        # Longest idle first (never assigned before anyone), then by id: the tie-break order.
-        candidates = db.session.execute(
-            sa.select(User.id, User.capacity)
-            .join(user_shops, user_shops.c.user_id == User.id)
-            .where(
-                user_shops.c.shop_id == shop_id,
-                User.is_active,
-                User.presence == "online",
-                _live_connection(User.id, now),
-                *([User.id != exclude] if exclude is not None else []),
-            )
-            .order_by(User.last_assigned_at.asc().nulls_first(), User.id)
-        ).all()
-        if not candidates:
-            return None
-        # Every agent of the shop (a superset of the candidates): one statement of fixed text.
-        loads = dict(
-            db.session.execute(
-                sa.select(Conversation.assignee_id, sa.func.count())
-                .join(
-                    user_shops,
-                    sa.and_(user_shops.c.user_id == Conversation.assignee_id, user_shops.c.shop_id == shop_id),
-                )
-                .where(Conversation.status == ConversationStatus.OPEN)
-                .group_by(Conversation.assignee_id)
-            ).all()
+    if _pick_statements:
+        return _pick_statements[0]
+    shop_id = sa.bindparam("pick_shop_id", type_=sa.Integer)
+    loads = (
+        sa.select(Conversation.assignee_id.label("user_id"), sa.func.count().label("open_count"))
+        .join(user_shops, sa.and_(user_shops.c.user_id == Conversation.assignee_id, user_shops.c.shop_id == shop_id))
+        .where(Conversation.status == ConversationStatus.OPEN)
+        .group_by(Conversation.assignee_id)
+        # Computed once, whatever the planner believes: with statistics of a table that was empty a
+        # moment ago it would otherwise count the conversations again for every candidate.
+        .cte("loads")
+        .prefix_with("MATERIALIZED")
+    )
+    load = sa.func.coalesce(loads.c.open_count, 0)
+    live = (
+        sa.select(AgentConnection.sid)
+        .where(
+            AgentConnection.user_id == User.id,
+            AgentConnection.seen_at >= sa.bindparam("seen_after", type_=AgentConnection.seen_at.type),
         )
-    free = [(loads.get(user_id, 0), user_id) for user_id, capacity in candidates if capacity > loads.get(user_id, 0)]
-    if not free:
-        return None
-    if sticky is not None and any(user_id == sticky for _load, user_id in free):
-        return sticky
-    fewest = min(load for load, _user_id in free)
-    return next(user_id for load, user_id in free if load == fewest)  # the first in tie-break order
+        .exists()
+    )
+    stmt = (
+        sa.select(User.id)
+        .join(user_shops, sa.and_(user_shops.c.user_id == User.id, user_shops.c.shop_id == shop_id))
+        .outerjoin(loads, loads.c.user_id == User.id)
+        .where(
+            User.is_active,
+            User.presence == "online",
+            live,
+            User.id != sa.bindparam("exclude", type_=sa.Integer),
+            User.capacity > load,
+        )
+        .order_by(
+            sa.case((User.id == sa.bindparam("sticky", type_=sa.Integer), 0), else_=1),
+            load,
+            User.last_assigned_at.asc().nulls_first(),
+            User.id,
+        )
+        .limit(1)
+    )
+    _pick_statements.append(stmt)
+    return stmt
+
+
+def _pick_params(shop_id: int, sticky: int | None, exclude: int | None, now) -> dict:
+    return {"pick_shop_id": shop_id, "seen_after": now - PRESENCE_TTL, "sticky": sticky or 0, "exclude": exclude or 0}
+
+
+def pick_agent(shop_id: int, sticky: int | None, exclude: int | None = None) -> int | None:
+    """The id of the agent to assign (see ``_pick_statement``); None if nobody can."""
+    with tenancy.system_scope(db.session()):
+        return db.session.execute(_pick_statement(), _pick_params(shop_id, sticky, exclude, utcnow())).scalar()
+
+
+_assign_statement: sa.Update | None = None
+
+
+def _pick_and_assign_statement() -> sa.Update:
+    """PostgreSQL: pick (``_pick_statement``) and assign in ONE statement, built once: the agent's
+    ``last_assigned_at`` and the conversation's assignee, returning the agent's id and name (no row
+    when nobody can take it). One round trip under the assignment lock instead of four."""
+    global _assign_statement
+    if _assign_statement is not None:
+        return _assign_statement
+    conversations_table, users = Conversation.__table__, User.__table__
+    now = sa.bindparam("now", type_=users.c.last_assigned_at.type)
+    chosen = _pick_statement().cte("chosen")
+    agent = (
+        sa.update(users)
+        .where(users.c.id == chosen.c.id)
+        .values(last_assigned_at=now, updated_at=now)
+        # The conversation's id rides along: the statement below joins on it (no cartesian product).
+        .returning(users.c.id, users.c.display_name,
+                   sa.bindparam("conversation_id", type_=sa.Integer).label("conversation_id"))
+        .cte("agent")
+    )
+    _assign_statement = (
+        sa.update(conversations_table)
+        .where(conversations_table.c.id == agent.c.conversation_id)
+        .values(assignee_id=agent.c.id, assigned_at=now, queued_at=None, updated_at=now)
+        .returning(agent.c.id, agent.c.display_name)
+    )
+    return _assign_statement
 
 
 @dataclass(frozen=True)
@@ -280,22 +335,30 @@ def _give_best(state: store.Record, now, exclude: int | None = None) -> store.Re
     """Pick the agent for a conversation and assign it, in the caller's transaction (under the
     assignment lock); the conversation's new state, or None if nobody can take it."""
     sticky = sticky_agent(state.customer_last_agent_id, state.customer_last_agent_at, now)
-    agent_id = pick_agent(state.shop_id, sticky, exclude=exclude)
-    if agent_id is None:
-        return None
     connection = db.session.connection()
-    conversations_table, users = Conversation.__table__, User.__table__
-    connection.execute(
-        sa.update(conversations_table)
-        .where(conversations_table.c.id == state.id)
-        .values(assignee_id=agent_id, assigned_at=now, queued_at=None, updated_at=now)
-    )
-    name = connection.execute(
-        sa.update(users)
-        .where(users.c.id == agent_id)
-        .values(last_assigned_at=now, updated_at=now)
-        .returning(users.c.display_name)
-    ).scalar_one()
+    params = _pick_params(state.shop_id, sticky, exclude, now)
+    if connection.dialect.name == "postgresql":
+        params.update(now=now, conversation_id=state.id)
+        row = connection.execute(_pick_and_assign_statement(), params).first()
+        if row is None:
+            return None
+        agent_id, name = row
+    else:
+        agent_id = connection.execute(_pick_statement(), params).scalar()
+        if agent_id is None:
+            return None
+        conversations_table, users = Conversation.__table__, User.__table__
+        connection.execute(
+            sa.update(conversations_table)
+            .where(conversations_table.c.id == state.id)
+            .values(assignee_id=agent_id, assigned_at=now, queued_at=None, updated_at=now)
+        )
+        name = connection.execute(
+            sa.update(users)
+            .where(users.c.id == agent_id)
+            .values(last_assigned_at=now, updated_at=now)
+            .returning(users.c.display_name)
+        ).scalar_one()
     return store.Record(state, assignee_id=agent_id, assigned_at=now, queued_at=None, assignee_name=name)
 
 

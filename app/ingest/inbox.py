@@ -208,9 +208,9 @@ Announcement = Callable[[], None]
 def process_claimed(claimed: Claim) -> int:
     """Handle claimed events one by one, each in its own transaction. Returns how many succeeded.
 
-    The event's status changes only while this claim still holds it: the final ``UPDATE ... WHERE
-    claim_token = ...`` is in the same transaction as what the event stored, so if the lease was taken
-    over meanwhile, this worker's work is rolled back rather than applied twice.
+    The event's status changes only while this claim still holds it: the ``UPDATE ... WHERE
+    claim_token = ...`` (``_finish``) is in the same transaction as what the event stored, so if the
+    lease was taken over meanwhile, this worker's work is rolled back rather than applied twice.
     """
     done = 0
     renewed_at = claimed.claimed_at
@@ -224,17 +224,15 @@ def process_claimed(claimed: Claim) -> int:
             renewed_at = time.monotonic()
         shop_id, payload = claimed.items[event_id]
         try:
+            # A buyer message makes no platform call: its event is marked done first, so the
+            # transaction's last statement before the commit is the new conversation's assignment
+            # (the assignment lock, global, is held for that statement and the commit only). Other
+            # events are marked after their platform calls: no row is locked while the platform answers.
+            done_first = payload.get("Event") == MESSAGE_EVENT
+            if done_first and not _finish(event_id, claimed.token):
+                continue
             announcements = handle(shop_id, payload)
-            finished = db.session.execute(
-                sa.update(InboxEvent)
-                .where(_mine(event_id, claimed.token))
-                .values(
-                    status=InboxStatus.DONE, processed_at=utcnow(), attempts=InboxEvent.attempts + 1, last_error=None
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if finished.rowcount != 1:
-                db.session.rollback()  # taken over: the other worker's result stands
+            if not done_first and not _finish(event_id, claimed.token):
                 continue
             db.session.commit()
         except Exception as exc:
@@ -251,6 +249,21 @@ def process_claimed(claimed: Claim) -> int:
                 db.session.rollback()
                 log.exception("announcing inbox event %s failed", event_id)
     return done
+
+
+def _finish(event_id: int, token: str) -> bool:
+    """Mark a claimed event done in the current transaction (the caller commits); False, rolled
+    back, if the lease was taken over meanwhile: the other worker's result stands."""
+    finished = db.session.execute(
+        sa.update(InboxEvent)
+        .where(_mine(event_id, token))
+        .values(status=InboxStatus.DONE, processed_at=utcnow(), attempts=InboxEvent.attempts + 1, last_error=None)
+        .execution_options(synchronize_session=False)
+    )
+    if finished.rowcount != 1:
+        db.session.rollback()
+        return False
+    return True
 
 
 def _retry_or_fail(event_id: int, token: str, exc: Exception) -> None:

@@ -68,20 +68,54 @@ def test_a_claim_whose_lease_was_taken_over_does_nothing(app, shops):
 
 
 def test_work_of_a_claim_taken_over_mid_way_is_rolled_back(app, shops, monkeypatch):
+    """An event marked done after its work (order and after-sale pushes: platform calls first)."""
     with app.app_context():
-        _receive(shops[0], _message("lease-2"))
+        _receive(shops[0], {"Event": "channels_ec_some_new_event", "CreateTime": 1, "seen": "lease-2"})
         claimed = inbox.claim()
         real_handle = inbox.handle
+        handled = []
 
         def handle_while_losing_the_lease(shop_id, payload):
             with db.engine.begin() as conn:  # another worker takes the event over meanwhile
                 conn.execute(sa.update(InboxEvent.__table__).values(claim_token="someone-else"))
+            handled.append(payload["Event"])
             return real_handle(shop_id, payload)
 
         monkeypatch.setattr(inbox, "handle", handle_while_losing_the_lease)
         assert inbox.process_claimed(claimed) == 0
-        assert db.session.scalar(sa.select(sa.func.count()).where(Message.platform_msg_id == "lease-2")) == 0
-        assert db.session.scalar(sa.select(InboxEvent.status)) == InboxStatus.PROCESSING
+        assert handled == ["channels_ec_some_new_event"]
+        event = db.session.scalar(sa.select(InboxEvent))
+        assert (event.status, event.claim_token) == (InboxStatus.PROCESSING, "someone-else")
+        db.session.remove()
+
+
+def test_a_buyer_message_is_marked_done_before_its_work(app, shops, monkeypatch):
+    """A buyer message's event is marked in its transaction's first statement: a takeover that came
+    first stops it before anything is filed; once marked, no other claim can take the row (locked
+    until the commit; on SQLite the write lock)."""
+    with app.app_context():
+        _receive(shops[0], _message("lease-3"))
+        claimed = inbox.claim()
+        with db.engine.begin() as conn:  # taken over before this worker began
+            conn.execute(sa.update(InboxEvent.__table__).values(claim_token="someone-else"))
+        filed = []
+        monkeypatch.setattr(inbox, "handle", lambda shop_id, payload: filed.append(payload) or [])
+        assert inbox.process_claimed(claimed) == 0
+        assert filed == [], "nothing is handled under a lease that is no longer ours"
+        assert db.session.scalar(sa.select(sa.func.count()).where(Message.platform_msg_id == "lease-3")) == 0
+
+        # Another buyer: the first one's messages wait behind the event taken over (arrival order).
+        _receive(shops[0], {**_message("lease-4"), "FromUserName": "o_buyer_2"})
+        claimed = inbox.claim()
+        statuses = []
+
+        def handle_seeing_its_mark(shop_id, payload):
+            statuses.append(db.session.scalar(sa.select(InboxEvent.status).where(InboxEvent.id.in_(claimed.ids))))
+            return []
+
+        monkeypatch.setattr(inbox, "handle", handle_seeing_its_mark)
+        assert inbox.process_claimed(claimed) == 1
+        assert statuses == [InboxStatus.DONE], "marked done (uncommitted) before the message is filed"
         db.session.remove()
 
 
