@@ -137,6 +137,10 @@ class Config:
     OUTBOX_MAX_ATTEMPTS = env_int("OUTBOX_MAX_ATTEMPTS", 5)
     OUTBOX_RETRY_BASE_SECONDS = float(env_str("OUTBOX_RETRY_BASE_SECONDS", "1"))
     OUTBOX_WORKER_THREADS = env_int("OUTBOX_WORKER_THREADS", 4)
+    # Rules: an inbox worker that stored an order or after-sale evaluates the rules on it at once
+    # (depth first: in a burst the first cases are decided first, not after every push is stored);
+    # the evaluation is queued in the outbox first either way. Off: outbox workers take it.
+    RULES_EVALUATE_INLINE = env_bool("RULES_EVALUATE_INLINE", True)
 
     # Agent console. Assignment: a conversation waits in the queue when no online agent serving its
     # shop has capacity. Auto-replies may use at most this many of the platform's 5 messages per

@@ -170,6 +170,59 @@ def _claim_statement(dialect: str, limit: int, urgent_only: bool) -> sa.Update:
     return stmt
 
 
+_claim_one_statements: dict[str, sa.Update] = {}
+
+
+def _claim_one_statement(dialect: str) -> sa.Update:
+    """Claim one given call (``:call_id``) if it is pending, due and not behind an unfinished call
+    of its subject: the conditions of ``_claim_statement``, for a call its own enqueuer works at once."""
+    stmt = _claim_one_statements.get(dialect)
+    if stmt is not None:
+        return stmt
+    columns = OutboxCall.__table__.c
+    earlier = sa.orm.aliased(OutboxCall)
+    blocked = (
+        sa.select(earlier.id)
+        .where(
+            earlier.shop_id == OutboxCall.shop_id,
+            earlier.subject_kind == OutboxCall.subject_kind,
+            earlier.subject_id == OutboxCall.subject_id,
+            earlier.id < OutboxCall.id,
+            earlier.status.in_(UNFINISHED),
+        )
+        .exists()
+    )
+    stmt = _claim_one_statements[dialect] = (
+        sa.update(OutboxCall)
+        .where(
+            OutboxCall.id == sa.bindparam("call_id", type_=sa.Integer),
+            OutboxCall.status == OutboxStatus.PENDING,
+            OutboxCall.next_attempt_at <= sa.bindparam("now", type_=columns.next_attempt_at.type),
+            sa.or_(OutboxCall.subject_id.is_(None), ~blocked),
+        )
+        .values(
+            status=OutboxStatus.IN_FLIGHT,
+            next_attempt_at=sa.bindparam("lease_until", type_=columns.next_attempt_at.type),
+            claim_token=sa.bindparam("token", type_=columns.claim_token.type),
+        )
+        .returning(OutboxCall.id)
+        .execution_options(synchronize_session=False)
+    )
+    return stmt
+
+
+def claim_one(call_id: int) -> Claim:
+    """Take this one call under a fresh token (committed), or nothing: another worker has it, it is
+    not due, or an earlier call of its subject is unfinished (then the workers take it in turn).
+    A row another claim is taking is waited for and then seen as taken: never claimed twice."""
+    now = utcnow()
+    token = uuid.uuid4().hex
+    params = {"call_id": call_id, "now": now, "lease_until": now + LEASE, "token": token}
+    ids = list(db.session.execute(_claim_one_statement(db.engine.dialect.name), params).scalars())
+    db.session.commit()
+    return Claim(token, ids)
+
+
 def claim(limit: int = 10) -> Claim:
     """Take up to ``limit`` due calls under a fresh token (committed). Same design as the inbox's,
     in two lanes: the urgent calls first; evaluations only when no urgent call is due."""

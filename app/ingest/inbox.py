@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import time
@@ -203,6 +204,13 @@ def _renew(event_id: int, token: str) -> bool:
 
 
 Announcement = Callable[[], None]
+_announcing = contextvars.ContextVar("inbox_announcing", default=False)
+
+
+def announcing() -> bool:
+    """True while an inbox worker announces what an event stored (in its own thread, after the
+    commit): work an announcement queues may be done right here, depth first (``rules.live``)."""
+    return _announcing.get()
 
 
 def process_claimed(claimed: Claim) -> int:
@@ -242,12 +250,16 @@ def process_claimed(claimed: Claim) -> int:
             _retry_or_fail(event_id, claimed.token, exc)
             continue
         done += 1
-        for announce in announcements:
-            try:
-                announce()
-            except Exception:  # the event is handled; a subscriber's failure must not stall the batch
-                db.session.rollback()
-                log.exception("announcing inbox event %s failed", event_id)
+        marker = _announcing.set(True)
+        try:
+            for announce in announcements:
+                try:
+                    announce()
+                except Exception:  # the event is handled; a subscriber's failure must not stall the batch
+                    db.session.rollback()
+                    log.exception("announcing inbox event %s failed", event_id)
+        finally:
+            _announcing.reset(marker)
     return done
 
 

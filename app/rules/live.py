@@ -152,15 +152,16 @@ def evaluation_key(subject_kind: str, subject_id: str, state: str) -> str:
 
 
 def enqueue_evaluation(shop_id: int, trigger: str, subject_kind: str, subject_id: str, state: str,
-                       order_id: str | None) -> bool:
-    """Queue one evaluation (committed); False if this subject in this state was queued before."""
+                       order_id: str | None) -> int | None:
+    """Queue one evaluation (committed): its outbox call's id; None if this subject in this state
+    was queued before."""
     key = evaluation_key(subject_kind, subject_id, state)
     exists = sa.select(OutboxCall.id).where(OutboxCall.shop_id == shop_id, OutboxCall.idempotency_key == key)
     if db.session.scalar(exists) is not None:
         db.session.rollback()
-        return False
+        return None
     try:
-        outbox.enqueue(
+        call = outbox.enqueue(
             shop_id,
             OPERATION,
             {"trigger": trigger, "subject_kind": subject_kind, "subject_id": subject_id, "state": state},
@@ -168,11 +169,12 @@ def enqueue_evaluation(shop_id: int, trigger: str, subject_kind: str, subject_id
             # With the order's refund calls: one after another, in order.
             subject=("order", order_id) if order_id else ("rules", f"{subject_kind}:{subject_id}"),
         )
+        call_id = call.id
         db.session.commit()
     except IntegrityError:  # a concurrent delivery of the same push
         db.session.rollback()
-        return False
-    return True
+        return None
+    return call_id
 
 
 def after_sale_state(after_sale: AfterSale) -> str:
@@ -184,6 +186,24 @@ def _wake() -> None:
     from app.ingest import worker
 
     worker.wake_outbox(current_app._get_current_object())
+
+
+def _evaluate_now_or_wake(call_id: int) -> None:
+    """Depth first: in an inbox worker announcing what it stored, claim the evaluation just queued
+    and work it in this thread (``RULES_EVALUATE_INLINE``); anywhere else (an agent's request, the
+    scheduler's polls), or when it cannot be claimed now (another worker has it, an earlier call of
+    its order is unfinished), the outbox workers take it. In a livestream burst this decides the
+    first cases first: breadth first, the inbox stored every push of the burst while the
+    evaluations of the first ones waited for the outbox's threads."""
+    from app.ingest import inbox
+
+    if inbox.announcing() and current_app.config["RULES_EVALUATE_INLINE"]:
+        claimed = outbox.claim_one(call_id)
+        if claimed.ids:
+            outbox.process_claimed(claimed)
+    # Either way the outbox workers look now: the approval this evaluation queued waited for the
+    # evaluation to finish (calls of one order go in order), and no worker's drain loop saw that.
+    _wake()
 
 
 def on_after_sale_changed(shop_id: int, *, after_sale_pk: int, status: str, type: str, created: bool, **data):
@@ -205,7 +225,7 @@ def on_after_sale_changed(shop_id: int, *, after_sale_pk: int, status: str, type
     finally:
         db.session.rollback()
     if queued:
-        _wake()
+        _evaluate_now_or_wake(queued)
 
 
 def on_order_changed(shop_id: int, *, order_pk: int, order_id: str, status: int, **_):
@@ -219,7 +239,7 @@ def on_order_changed(shop_id: int, *, order_pk: int, order_id: str, status: int,
     finally:
         db.session.rollback()
     if queued:
-        _wake()
+        _evaluate_now_or_wake(queued)
 
 
 def on_buyer_message(shop_id: int, *, message_id: int, conversation_id: int, **_):

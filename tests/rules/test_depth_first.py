@@ -1,0 +1,106 @@
+"""Depth first: the inbox worker that stored an after-sale push evaluates the rules on it at once, in
+its own thread (RULES_EVALUATE_INLINE), through the outbox's claim so that nothing is decided twice;
+against the simulator over real HTTP."""
+
+from __future__ import annotations
+
+import json
+
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.ingest import inbox
+from app.models import OutboxCall, OutboxStatus
+from app.rules import live
+from tests.rules.conftest import ACCEPT, add_rule, decisions
+
+
+def _push_after_sale(desk, order_id: str) -> str:
+    """The buyer asks; the platform pushes; the desk's inbox works the push (as its workers do)."""
+    record = desk.platform.open_after_sale(desk.sim_shop, order_id, "REFUND")
+    payload = {
+        "ToUserName": desk.sim_shop.appid,
+        "CreateTime": 1,
+        "MsgType": "event",
+        "Event": inbox.AFTER_SALE_EVENT,
+        "finder_shop_aftersale_status_update": {
+            "status": "MERCHANT_PROCESSING",
+            "after_sale_order_id": record["after_sale_order_id"],
+            "order_id": order_id,
+        },
+    }
+    with desk.app.app_context():
+        inbox.receive(desk.shop_id, payload, json.dumps(payload))
+        db.session.commit()
+        claimed = inbox.claim()
+        assert inbox.process_claimed(claimed) == len(claimed.ids) >= 1
+        db.session.remove()
+    return record["after_sale_order_id"]
+
+
+def _evaluations(app) -> list[tuple[str, str]]:
+    with app.app_context():
+        rows = db.session.execute(
+            sa.select(OutboxCall.status, OutboxCall.idempotency_key)
+            .where(OutboxCall.operation == live.OPERATION)
+            .order_by(OutboxCall.id)
+        ).all()
+        db.session.remove()
+    return [(status.value if hasattr(status, "value") else status, key) for status, key in rows]
+
+
+def test_the_inbox_worker_decides_the_case_it_stored(app, rules_shop):
+    rule_id = add_rule(app, rules_shop.shop_id)
+    _push_after_sale(rules_shop, rules_shop.order())
+    # No outbox worker has run: the inbox's thread evaluated, decided and queued the approval.
+    [(status, _key)] = _evaluations(app)
+    assert status == OutboxStatus.SUCCEEDED.value
+    [decision] = decisions(app, rule_id=rule_id)
+    assert decision.outcome == "approving" and decision.action_id is not None
+    assert rules_shop.calls(ACCEPT) == [], "the approval itself goes through the outbox's urgent lane"
+    rules_shop.drain()
+    assert len([c for c in rules_shop.calls(ACCEPT) if c[3] == 0]) == 1
+    assert decisions(app, rule_id=rule_id)[0].outcome == "approved"
+
+
+def test_switched_off_the_evaluation_waits_for_the_outbox_workers(app, rules_shop, monkeypatch):
+    monkeypatch.setitem(app.config, "RULES_EVALUATE_INLINE", False)
+    add_rule(app, rules_shop.shop_id)
+    _push_after_sale(rules_shop, rules_shop.order())
+    [(status, _key)] = _evaluations(app)
+    assert status == OutboxStatus.PENDING.value and decisions(app) == []
+    rules_shop.drain()
+    assert len(rules_shop.calls(ACCEPT)) == 1 and decisions(app)[0].outcome == "approved"
+
+
+def test_a_second_case_of_an_order_waits_its_turn(app, rules_shop):
+    """The order's first approval is still unfinished: the second evaluation is not claimed inline
+    (calls of one order go in order); the outbox works both, in order, each approved once."""
+    add_rule(app, rules_shop.shop_id)
+    order_id = rules_shop.order()
+    _push_after_sale(rules_shop, order_id)
+    _push_after_sale(rules_shop, order_id)
+    statuses = [status for status, _key in _evaluations(app)]
+    assert statuses == [OutboxStatus.SUCCEEDED.value, OutboxStatus.PENDING.value]
+    rules_shop.drain()
+    assert [status for status, _key in _evaluations(app)] == [OutboxStatus.SUCCEEDED.value] * 2
+    outcomes = sorted(d.outcome for d in decisions(app))
+    # The second refund of the order meets the platform's one-per-minute limit: deferred, not lost.
+    assert outcomes[0] == "approved" and outcomes[1] in ("approved", "approving")
+
+
+def test_claim_one_takes_a_call_once_and_only_when_due(app, rules_shop, monkeypatch):
+    from app import outbox
+
+    add_rule(app, rules_shop.shop_id)
+    monkeypatch.setitem(app.config, "RULES_EVALUATE_INLINE", False)
+    _push_after_sale(rules_shop, rules_shop.order())
+    with app.app_context():
+        call_id = db.session.scalar(sa.select(OutboxCall.id).where(OutboxCall.operation == live.OPERATION))
+        first = outbox.claim_one(call_id)
+        assert first.ids == [call_id]
+        assert outbox.claim_one(call_id).ids == [], "in flight: nobody else takes it"
+        assert outbox.claim().ids == [], "nor a batch claim while its lease runs"
+        assert outbox.process_claimed(first) == 1
+        assert outbox.claim_one(call_id).ids == [], "done: nothing to take"
+        db.session.remove()
