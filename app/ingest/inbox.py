@@ -260,6 +260,9 @@ def process_claimed(claimed: Claim) -> int:
                     log.exception("announcing inbox event %s failed", event_id)
         finally:
             _announcing.reset(marker)
+            # A subscriber that failed inside a signal (logged there) may have left the session in
+            # a failed transaction: the next event starts clean.
+            db.session.rollback()
     return done
 
 

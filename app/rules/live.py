@@ -197,13 +197,20 @@ def _evaluate_now_or_wake(call_id: int) -> None:
     evaluations of the first ones waited for the outbox's threads."""
     from app.ingest import inbox
 
-    if inbox.announcing() and current_app.config["RULES_EVALUATE_INLINE"]:
-        claimed = outbox.claim_one(call_id)
-        if claimed.ids:
-            outbox.process_claimed(claimed)
-    # Either way the outbox workers look now: the approval this evaluation queued waited for the
-    # evaluation to finish (calls of one order go in order), and no worker's drain loop saw that.
-    _wake()
+    try:
+        if inbox.announcing() and current_app.config["RULES_EVALUATE_INLINE"]:
+            claimed = outbox.claim_one(call_id)
+            if claimed.ids:
+                outbox.process_claimed(claimed)
+    except Exception:
+        # The evaluation is queued: a claimed one comes back to the outbox workers after its lease.
+        # This thread's session must be clean for the inbox's next event.
+        db.session.rollback()
+        log.exception("evaluating outbox call %s at once failed; the outbox workers take it", call_id)
+    finally:
+        # Either way the outbox workers look now: the approval this evaluation queued waited for the
+        # evaluation to finish (calls of one order go in order), and no worker's drain loop saw that.
+        _wake()
 
 
 def on_after_sale_changed(shop_id: int, *, after_sale_pk: int, status: str, type: str, created: bool, **data):

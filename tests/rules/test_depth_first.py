@@ -104,3 +104,34 @@ def test_claim_one_takes_a_call_once_and_only_when_due(app, rules_shop, monkeypa
         assert outbox.process_claimed(first) == 1
         assert outbox.claim_one(call_id).ids == [], "done: nothing to take"
         db.session.remove()
+
+
+def test_a_failure_while_evaluating_at_once_leaves_the_case_to_the_workers(app, rules_shop, monkeypatch):
+    """The inline part breaks (here: a statement that fails, leaving PostgreSQL's transaction
+    aborted): the inbox's next event is still handled, and the outbox workers decide both cases."""
+    from app import outbox
+
+    add_rule(app, rules_shop.shop_id)
+    first, second = rules_shop.order(), rules_shop.order(openid="o_buyer_2")
+
+    def broken_claim_one(call_id):
+        db.session.execute(sa.text("SELECT * FROM no_such_table"))
+
+    monkeypatch.setattr(outbox, "claim_one", broken_claim_one)
+    with app.app_context():
+        for order_id in (first, second):
+            record = rules_shop.platform.open_after_sale(rules_shop.sim_shop, order_id, "REFUND")
+            payload = {"Event": inbox.AFTER_SALE_EVENT, "CreateTime": 1, "finder_shop_aftersale_status_update": {
+                "status": "MERCHANT_PROCESSING", "after_sale_order_id": record["after_sale_order_id"],
+                "order_id": order_id}}
+            inbox.receive(rules_shop.shop_id, payload, json.dumps(payload))
+        db.session.commit()
+        claimed = inbox.claim(limit=2)
+        assert len(claimed.ids) == 2, "both in one batch: the second comes after the failure"
+        assert inbox.process_claimed(claimed) == 2
+        db.session.remove()
+    assert [status for status, _key in _evaluations(app)] == [OutboxStatus.PENDING.value] * 2
+    monkeypatch.undo()
+    rules_shop.drain()
+    assert len([c for c in rules_shop.calls(ACCEPT) if c[3] == 0]) == 2
+    assert sorted(d.outcome for d in decisions(app)) == ["approved", "approved"]
