@@ -112,6 +112,23 @@ BACKGROUND_OPERATION = "rules.evaluate"
 URGENT = sa.text(f"outbox_calls.operation <> '{BACKGROUND_OPERATION}'")
 
 
+def _in_turn():
+    """Per-subject order: a call with a subject goes only when no earlier call of it is unfinished."""
+    earlier = sa.orm.aliased(OutboxCall)
+    blocked = (
+        sa.select(earlier.id)
+        .where(
+            earlier.shop_id == OutboxCall.shop_id,
+            earlier.subject_kind == OutboxCall.subject_kind,
+            earlier.subject_id == OutboxCall.subject_id,
+            earlier.id < OutboxCall.id,
+            earlier.status.in_(UNFINISHED),
+        )
+        .exists()
+    )
+    return sa.or_(OutboxCall.subject_id.is_(None), ~blocked)
+
+
 def _claim_statement(dialect: str, limit: int, urgent_only: bool) -> sa.Update:
     """The claim, built once per dialect, batch size and lane; ``now``, ``lease_until``, ``token``
     bound per call."""
@@ -124,22 +141,9 @@ def _claim_statement(dialect: str, limit: int, urgent_only: bool) -> sa.Update:
     due = sa.and_(OutboxCall.status.in_(UNFINISHED), OutboxCall.next_attempt_at <= now)
     if urgent_only:
         due = sa.and_(due, URGENT)
-    earlier = sa.orm.aliased(OutboxCall)
-    # Per-subject order: nothing goes while an earlier call of the same subject is unfinished.
-    blocked = (
-        sa.select(earlier.id)
-        .where(
-            earlier.shop_id == OutboxCall.shop_id,
-            earlier.subject_kind == OutboxCall.subject_kind,
-            earlier.subject_id == OutboxCall.subject_id,
-            earlier.id < OutboxCall.id,
-            earlier.status.in_(UNFINISHED),
-        )
-        .exists()
-    )
     candidates = (
         sa.select(OutboxCall.id)
-        .where(due, sa.or_(OutboxCall.subject_id.is_(None), ~blocked))
+        .where(due, _in_turn())
         .order_by(OutboxCall.id)
         .limit(limit)
     )
@@ -180,25 +184,13 @@ def _claim_one_statement(dialect: str) -> sa.Update:
     if stmt is not None:
         return stmt
     columns = OutboxCall.__table__.c
-    earlier = sa.orm.aliased(OutboxCall)
-    blocked = (
-        sa.select(earlier.id)
-        .where(
-            earlier.shop_id == OutboxCall.shop_id,
-            earlier.subject_kind == OutboxCall.subject_kind,
-            earlier.subject_id == OutboxCall.subject_id,
-            earlier.id < OutboxCall.id,
-            earlier.status.in_(UNFINISHED),
-        )
-        .exists()
-    )
     stmt = _claim_one_statements[dialect] = (
         sa.update(OutboxCall)
         .where(
             OutboxCall.id == sa.bindparam("call_id", type_=sa.Integer),
             OutboxCall.status == OutboxStatus.PENDING,
             OutboxCall.next_attempt_at <= sa.bindparam("now", type_=columns.next_attempt_at.type),
-            sa.or_(OutboxCall.subject_id.is_(None), ~blocked),
+            _in_turn(),
         )
         .values(
             status=OutboxStatus.IN_FLIGHT,

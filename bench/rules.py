@@ -22,12 +22,18 @@ every push about them handled (not measured); then:
 Checks: every after-sale refunded by exactly one successful acceptapply; the platform's refusals
 (10021059 = we called too early) counted. Exits 1 when a case was not refunded exactly once.
 
+Mixed load: with ``--messages-per-s R`` buyers write to the shop at R messages a second while the burst
+is worked (open loop, 200 buyers; nobody is online, so they queue): `burst.buyer_messages` gives
+how long a message waited in the inbox (received -> handled) behind the burst's pushes.
+``--inline 0`` leaves every rule evaluation to the outbox threads (RULES_EVALUATE_INLINE=0) instead
+of the inbox worker that stored the after-sale (the default, depth first).
+
 With ``--worker-processes K`` (K >= 1) the production shape of docs/deploy.md for a busy shop: the
 web process only accepts pushes (INBOX_WORKERS_IN_WEB=0) and K `flask workers` processes work the
 inbox, the rules and the outbox, woken through a Redis server of the run's own.
 
     python bench/rules.py [--cases 100] [--rate 5] [--burst 1250] [--second 125] [--threads 32]
-                          [--worker-processes 0]
+                          [--worker-processes 0] [--messages-per-s 0] [--inline 1]
 
 Goal (rule engine issue): p95 <= 2 s while not rate-limited; the burst cleared as fast as the
 platform's per-order limit allows. Prints one JSON line.
@@ -36,6 +42,7 @@ platform's per-order limit allows. Prints one JSON line.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import sys
@@ -156,6 +163,38 @@ def desk_times(engine, shop_id: int) -> tuple[dict[str, float], dict[str, float]
     return received, decided, outcomes
 
 
+def buyers_write(simulator, sim_shop, rate: float, stop: threading.Event, buyers: int = 200) -> None:
+    """Open loop: message i is due at start + i/rate, from buyer i % buyers, until ``stop``."""
+    start = time.time()
+    for i in itertools.count():
+        if stop.is_set():
+            return
+        delay = start + i / rate - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        simulator.platform.buyer_message(sim_shop, f"o_bench_buyer_{i % buyers:04d}", f"在吗 {i}")
+
+
+def messages_pending(engine, shop_id: int) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.text("SELECT count(*) FROM inbox_events WHERE shop_id = :s AND event = 'commkf_send_msg_to_kf' "
+                    "AND status <> 'done'"),
+            {"s": shop_id},
+        ).scalar()
+
+
+def message_times(engine, shop_id: int) -> list[float]:
+    """Seconds each buyer message waited in the inbox: from its receipt to its handling."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT received_at, processed_at FROM inbox_events WHERE shop_id = :s "
+                    "AND event = 'commkf_send_msg_to_kf' AND processed_at IS NOT NULL"),
+            {"s": shop_id},
+        ).all()
+    return [_epoch(done) - _epoch(received) for received, done in rows]
+
+
 def accept_calls(simulator, sim_shop) -> tuple[dict[str, list[float]], Counter]:
     ok: dict[str, list[float]] = defaultdict(list)
     errors: Counter = Counter()
@@ -177,6 +216,10 @@ def main() -> None:
     parser.add_argument("--push-workers", type=int, default=8, help="simulator threads delivering pushes")
     parser.add_argument("--worker-processes", type=int, default=0,
                         help="`flask workers` processes (0: the web process works the queues itself)")
+    parser.add_argument("--messages-per-s", type=float, default=0.0,
+                        help="buyer messages per second while the burst is worked (mixed load)")
+    parser.add_argument("--inline", type=int, choices=(0, 1), default=1,
+                        help="RULES_EVALUATE_INLINE: 1 the inbox worker evaluates what it stored (depth first)")
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args()
     burst_orders = args.burst - args.second
@@ -190,14 +233,15 @@ def main() -> None:
     with postgres_database() as database_url, tempfile.TemporaryDirectory() as tmp:
         logs = Path(os.environ.get("BENCH_LOG_DIR") or tmp)
         logs.mkdir(parents=True, exist_ok=True)
-        env = desk_env(database_url)
+        env = desk_env(database_url, RULES_EVALUATE_INLINE=str(args.inline))
         redis_server = None
         if args.worker_processes:
             from tests.prod.cluster import RedisServer
 
             redis_server = RedisServer(Path(tmp))
             redis_server.start()
-            env = desk_env(database_url, REDIS_URL=redis_server.url, INBOX_WORKERS_IN_WEB="0")
+            env = desk_env(database_url, REDIS_URL=redis_server.url, INBOX_WORKERS_IN_WEB="0",
+                           RULES_EVALUATE_INLINE=str(args.inline))
         flask(env, "db", "upgrade")
         shop_id, key = add_shop(env, APPID, sim_url)
         flask(env, "rules", "default", "--shop", APPID, "--live")
@@ -245,6 +289,13 @@ def main() -> None:
             seconds: set[str] = set()
             burst_start = time.time()
             meter = CpuMeter(web.pid, [w.pid for w in workers], sa.engine.make_url(database_url).database)
+            chatting = threading.Event()
+            chatter = None
+            if args.messages_per_s > 0:
+                chatter = threading.Thread(
+                    target=buyers_write, args=(simulator, sim_shop, args.messages_per_s, chatting), daemon=True
+                )
+                chatter.start()
             for order_id in burst_order_ids:
                 record = simulator.platform.open_after_sale(sim_shop, order_id, "REFUND")
                 burst_opened[record["after_sale_order_id"]] = time.time()
@@ -256,6 +307,10 @@ def main() -> None:
             burst_ids = set(burst_opened)
             if not wait_for(lambda: refunded(simulator, sim_shop, burst_ids) == len(burst_ids), args.timeout, 0.5):
                 log("burst: not every case was refunded")
+            chatting.set()
+            if chatter is not None:
+                chatter.join()
+                wait_for(lambda: messages_pending(engine, shop_id) == 0, args.timeout, 0.5)
             burst_cpu = meter.result()
         finally:
             for process in [*workers, web]:
@@ -265,6 +320,7 @@ def main() -> None:
             simulator.stop()
             server.shutdown()
         received, decided, outcomes = desk_times(engine, shop_id)
+        message_waits = message_times(engine, shop_id) if args.messages_per_s > 0 else None
         engine.dispose()
 
     ok_calls, refusals = accept_calls(simulator, sim_shop)
@@ -326,6 +382,11 @@ def main() -> None:
                     1000 * (burst_cpu["web_worker_cpu_s"] + burst_cpu.get("workers_cpu_s", 0.0)) / max(1, args.burst), 1
                 ),
                 "worker_processes": args.worker_processes,
+                "rules_evaluate_inline": bool(args.inline),
+                "buyer_messages": {"per_s": args.messages_per_s, "handled": len(message_waits),
+                                   "received_to_handled": summary_ms(message_waits)}
+                if message_waits is not None
+                else None,
                 "push_received_to_acceptapply_first_refunds": summary_ms(
                     [first_ok(i) - received[i] for i in burst_ids - seconds if first_ok(i) and received.get(i)]
                 ),

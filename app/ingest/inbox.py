@@ -120,21 +120,23 @@ def _mine(event_id: int, token: str):
     )
 
 
-_claim_statements: dict[tuple[str, int], sa.Update] = {}
+_claim_statements: dict[tuple[str, int, bool], sa.Update] = {}
 # Literal, to match the partial indexes' predicate (app/models/integration.py) in prepared statements.
 UNFINISHED = sql_literals(InboxStatus.PENDING.value, InboxStatus.PROCESSING.value)
 
 
-def _claim_statement(dialect: str, limit: int) -> sa.Update:
-    """The claim, built once per dialect and batch size (building it costs more than running it);
-    ``now``, ``lease_until`` and ``token`` are bound per call."""
-    stmt = _claim_statements.get((dialect, limit))
+def _claim_statement(dialect: str, limit: int, messages_only: bool = False) -> sa.Update:
+    """The claim, built once per dialect, batch size and lane (building it costs more than running
+    it); ``now``, ``lease_until`` and ``token`` are bound per call. ``messages_only``: buyer messages."""
+    stmt = _claim_statements.get((dialect, limit, messages_only))
     if stmt is not None:
         return stmt
     now = sa.bindparam("now", type_=InboxEvent.__table__.c.next_attempt_at.type)
     # Pending, or processing with its lease run out (its worker died). The status test matches
     # ix_inbox_events_unfinished, so the claim reads unfinished events in id order and stops early.
     due = sa.and_(InboxEvent.status.in_(UNFINISHED), InboxEvent.next_attempt_at <= now)
+    if messages_only:  # matches ix_inbox_events_messages_unfinished
+        due = sa.and_(due, InboxEvent.subject.is_not(None))
     earlier = sa.orm.aliased(InboxEvent)
     # A buyer's next message waits until the one before it is handled (chat order = arrival order).
     blocked = (
@@ -161,7 +163,7 @@ def _claim_statement(dialect: str, limit: int) -> sa.Update:
         picked = InboxEvent.id == sa.any_(sa.func.array(candidates.scalar_subquery()))
     else:
         picked = InboxEvent.id.in_(candidates.scalar_subquery())
-    stmt = _claim_statements[(dialect, limit)] = (
+    stmt = _claim_statements[(dialect, limit, messages_only)] = (
         sa.update(InboxEvent)
         .where(picked, due)
         .values(
@@ -184,8 +186,14 @@ def claim(limit: int = 20) -> Claim:
     """
     now = utcnow()
     token = uuid.uuid4().hex
-    stmt = _claim_statement(db.engine.dialect.name, limit)
-    rows = db.session.execute(stmt, {"now": now, "lease_until": now + _lease(), "token": token})
+    params = {"now": now, "lease_until": now + _lease(), "token": token}
+    dialect = db.engine.dialect.name
+    # Two lanes: buyer messages first (no platform call, and a person is waiting for each), then
+    # everything (orders and after-sales fetch their details: in a livestream's burst of
+    # after-sales, a buyer's message no longer waits behind every push that came before it).
+    rows = db.session.execute(_claim_statement(dialect, limit, True), params).all()
+    if not rows:
+        rows = db.session.execute(_claim_statement(dialect, limit, False), params).all()
     items = {event_id: (shop_id, payload) for event_id, shop_id, payload in rows}
     db.session.commit()
     return Claim(token, sorted(items), items)

@@ -27,6 +27,8 @@ class OutboxStatus(enum.StrEnum):
 
 
 _INBOX_UNFINISHED = sa.text("status IN ('pending', 'processing')")
+# The messages lane (app/ingest/inbox.py): buyer messages are the events with a subject.
+_INBOX_MESSAGES_UNFINISHED = sa.text("status IN ('pending', 'processing') AND subject IS NOT NULL")
 _OUTBOX_UNFINISHED = sa.text("status IN ('pending', 'in_flight')")
 # The urgent lane (app/outbox.py): every call but the rule engine's evaluations.
 _OUTBOX_URGENT_UNFINISHED = sa.text("status IN ('pending', 'in_flight') AND operation <> 'rules.evaluate'")
@@ -48,6 +50,13 @@ class InboxEvent(ShopScoped, IdMixin, Base):
         # thousands of pushes (a livestream burst) costs a claim a few rows, not the whole backlog.
         sa.Index(
             "ix_inbox_events_unfinished", "id", sqlite_where=_INBOX_UNFINISHED, postgresql_where=_INBOX_UNFINISHED
+        ),
+        # The messages lane: buyer messages are claimed before the other pushes.
+        sa.Index(
+            "ix_inbox_events_messages_unfinished",
+            "id",
+            sqlite_where=_INBOX_MESSAGES_UNFINISHED,
+            postgresql_where=_INBOX_MESSAGES_UNFINISHED,
         ),
         # "Is an earlier event of this buyer unfinished?" reads unfinished events only.
         sa.Index(

@@ -294,6 +294,25 @@ def test_claims_read_only_unfinished_events_through_the_partial_index(app, shops
         compiled = stmt.compile(dialect=db.engine.dialect)
         params = {**compiled.params, "now": now, "lease_until": now, "token": "explain"}
         plan = "\n".join(db.session.connection().exec_driver_sql("EXPLAIN " + str(compiled), params).scalars())
+        lane = _claim_statement(db.engine.dialect.name, 2, True).compile(dialect=db.engine.dialect)
+        lane_params = {**lane.params, "now": now, "lease_until": now, "token": "explain"}
+        lane_plan = "\n".join(db.session.connection().exec_driver_sql("EXPLAIN " + str(lane), lane_params).scalars())
         db.session.rollback()
         assert "ix_inbox_events_unfinished" in plan, plan
+        assert "_unfinished" in lane_plan, lane_plan  # a partial index, not every row
+        db.session.remove()
+
+
+def test_buyer_messages_are_claimed_before_the_pushes_ahead_of_them(app, shops):
+    """The messages lane: a buyer's message does not wait behind a burst of order and after-sale
+    pushes (each of those fetches details from the platform); the others follow in arrival order."""
+    with app.app_context():
+        for n in range(3):
+            _receive(shops[0], {"Event": "channels_ec_some_new_event", "CreateTime": 1, "n": n})
+        _receive(shops[0], _message("lane-1"))
+        first = inbox.claim(limit=2)
+        assert [claimed[1]["Event"] for claimed in first.items.values()] == ["commkf_send_msg_to_kf"]
+        second = inbox.claim(limit=2)
+        assert [claimed[1]["n"] for claimed in second.items.values()] == [0, 1]
+        assert inbox.process_claimed(first) == 1 and inbox.process_claimed(second) == 2
         db.session.remove()
