@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable
@@ -174,17 +175,12 @@ def _claim_statement(dialect: str, limit: int, urgent_only: bool) -> sa.Update:
     return stmt
 
 
-_claim_one_statements: dict[str, sa.Update] = {}
-
-
-def _claim_one_statement(dialect: str) -> sa.Update:
+@functools.cache
+def _claim_one_statement() -> sa.Update:
     """Claim one given call (``:call_id``) if it is pending, due and not behind an unfinished call
     of its subject: the conditions of ``_claim_statement``, for a call its own enqueuer works at once."""
-    stmt = _claim_one_statements.get(dialect)
-    if stmt is not None:
-        return stmt
     columns = OutboxCall.__table__.c
-    stmt = _claim_one_statements[dialect] = (
+    return (
         sa.update(OutboxCall)
         .where(
             OutboxCall.id == sa.bindparam("call_id", type_=sa.Integer),
@@ -200,7 +196,6 @@ def _claim_one_statement(dialect: str) -> sa.Update:
         .returning(OutboxCall.id)
         .execution_options(synchronize_session=False)
     )
-    return stmt
 
 
 def claim_one(call_id: int) -> Claim:
@@ -210,7 +205,7 @@ def claim_one(call_id: int) -> Claim:
     now = utcnow()
     token = uuid.uuid4().hex
     params = {"call_id": call_id, "now": now, "lease_until": now + LEASE, "token": token}
-    ids = list(db.session.execute(_claim_one_statement(db.engine.dialect.name), params).scalars())
+    ids = list(db.session.execute(_claim_one_statement(), params).scalars())
     db.session.commit()
     return Claim(token, ids)
 

@@ -19,6 +19,7 @@ both see the same agent's spare capacity; SQLite (one process) a process lock pl
 
 from __future__ import annotations
 
+import functools
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -185,9 +186,7 @@ def sticky_agent(last_agent_id: int | None, last_agent_at, now) -> int | None:
     return None
 
 
-_pick_statements: list[sa.Select] = []
-
-
+@functools.cache
 def _pick_statement() -> sa.Select:
     """The agent to assign, in ONE statement built once: the shop's active, online agents with a
     live connection and spare capacity; the sticky one first if among them, then the fewest open
@@ -201,8 +200,6 @@ def _pick_statement() -> sa.Select:
     The statement runs under the assignment lock, after it was taken: its snapshot sees every
     assignment committed before.
     """
-    if _pick_statements:
-        return _pick_statements[0]
     shop_id = sa.bindparam("pick_shop_id", type_=sa.Integer)
     loads = (
         sa.select(Conversation.assignee_id.label("user_id"), sa.func.count().label("open_count"))
@@ -223,7 +220,7 @@ def _pick_statement() -> sa.Select:
         )
         .exists()
     )
-    stmt = (
+    return (
         sa.select(User.id)
         .join(user_shops, sa.and_(user_shops.c.user_id == User.id, user_shops.c.shop_id == shop_id))
         .outerjoin(loads, loads.c.user_id == User.id)
@@ -242,8 +239,6 @@ def _pick_statement() -> sa.Select:
         )
         .limit(1)
     )
-    _pick_statements.append(stmt)
-    return stmt
 
 
 def _pick_params(shop_id: int, sticky: int | None, exclude: int | None, now) -> dict:
@@ -256,16 +251,11 @@ def pick_agent(shop_id: int, sticky: int | None, exclude: int | None = None) -> 
         return db.session.execute(_pick_statement(), _pick_params(shop_id, sticky, exclude, utcnow())).scalar()
 
 
-_assign_statement: sa.Update | None = None
-
-
+@functools.cache
 def _pick_and_assign_statement() -> sa.Update:
     """PostgreSQL: pick (``_pick_statement``) and assign in ONE statement, built once: the agent's
     ``last_assigned_at`` and the conversation's assignee, returning the agent's id and name (no row
     when nobody can take it). One round trip under the assignment lock instead of four."""
-    global _assign_statement
-    if _assign_statement is not None:
-        return _assign_statement
     conversations_table, users = Conversation.__table__, User.__table__
     now = sa.bindparam("now", type_=users.c.last_assigned_at.type)
     chosen = _pick_statement().cte("chosen")
@@ -278,13 +268,12 @@ def _pick_and_assign_statement() -> sa.Update:
                    sa.bindparam("conversation_id", type_=sa.Integer).label("conversation_id"))
         .cte("agent")
     )
-    _assign_statement = (
+    return (
         sa.update(conversations_table)
         .where(conversations_table.c.id == agent.c.conversation_id)
         .values(assignee_id=agent.c.id, assigned_at=now, queued_at=None, updated_at=now)
         .returning(agent.c.id, agent.c.display_name)
     )
-    return _assign_statement
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 def _lease() -> timedelta:
     return timedelta(seconds=current_app.config.get("INBOX_LEASE_SECONDS", 300))
+
+
 ORDER_EVENTS = frozenset(
     {
         "channels_ec_order_new",
