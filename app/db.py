@@ -7,10 +7,11 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -98,3 +99,13 @@ def sql_literals(*values: str) -> list[sa.ColumnElement]:
         if not value.replace("_", "").isalnum():
             raise ValueError(f"not a plain constant: {value!r}")
     return [sa.literal_column(f"'{value}'") for value in values]
+
+
+@functools.cache
+def insert_ignoring(table: sa.Table, dialect: str, *returning: str) -> sa.Insert:
+    """``INSERT ... ON CONFLICT DO NOTHING RETURNING <columns>`` for ``table``, built once per dialect
+    and columns, its values bound at execution (``connection.execute(stmt, values)``). On the hot
+    paths (every push, every message) building a statement and computing its cache key cost more
+    Python time than running it: a prebuilt statement keeps its cache key."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(table).on_conflict_do_nothing().returning(*(table.c[name] for name in returning))

@@ -205,7 +205,7 @@ def claim_one(call_id: int) -> Claim:
     now = utcnow()
     token = uuid.uuid4().hex
     params = {"call_id": call_id, "now": now, "lease_until": now + LEASE, "token": token}
-    ids = list(db.session.execute(_claim_one_statement(), params).scalars())
+    ids = list(db.session.connection().execute(_claim_one_statement(), params).scalars())
     db.session.commit()
     return Claim(token, ids)
 
@@ -217,9 +217,9 @@ def claim(limit: int = 10) -> Claim:
     token = uuid.uuid4().hex
     params = {"now": now, "lease_until": now + LEASE, "token": token}
     dialect = db.engine.dialect.name
-    ids = sorted(db.session.execute(_claim_statement(dialect, limit, True), params).scalars())
+    ids = sorted(db.session.connection().execute(_claim_statement(dialect, limit, True), params).scalars())
     if not ids:
-        ids = sorted(db.session.execute(_claim_statement(dialect, limit, False), params).scalars())
+        ids = sorted(db.session.connection().execute(_claim_statement(dialect, limit, False), params).scalars())
     db.session.commit()
     return Claim(token, ids)
 

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextvars
+import functools
 import hashlib
 import logging
 import time
@@ -23,11 +24,9 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 from flask import current_app
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app import events
-from app.db import sql_literals, utcnow
+from app.db import insert_ignoring, sql_literals, utcnow
 from app.extensions import db
 from app.ingest import store
 from app.models import Customer, InboxEvent, InboxStatus, Shop
@@ -74,20 +73,6 @@ def subject_of(payload: dict) -> str | None:
     return None
 
 
-_receive_statements: dict[str, sa.Insert] = {}
-
-
-def _receive_statement(dialect: str) -> sa.Insert:
-    """``INSERT ... ON CONFLICT DO NOTHING RETURNING id``, built once: every push runs it."""
-    stmt = _receive_statements.get(dialect)
-    if stmt is None:
-        dialect_insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        stmt = _receive_statements[dialect] = (
-            dialect_insert(InboxEvent.__table__).on_conflict_do_nothing().returning(InboxEvent.__table__.c.id)
-        )
-    return stmt
-
-
 def receive(shop_id: int, payload: dict, plaintext: str, connection: sa.Connection | None = None) -> bool:
     """Store a push once; True when it is new. The caller commits (its session, or ``connection``)."""
     executor = connection or db.session
@@ -103,7 +88,8 @@ def receive(shop_id: int, payload: dict, plaintext: str, connection: sa.Connecti
         "next_attempt_at": now,
         "received_at": now,
     }
-    return executor.execute(_receive_statement(db.engine.dialect.name), values).scalar() is not None
+    stmt = insert_ignoring(InboxEvent.__table__, db.engine.dialect.name, "id")  # built once: every push runs it
+    return executor.execute(stmt, values).scalar() is not None
 
 
 @dataclass(frozen=True)
@@ -120,6 +106,25 @@ def _mine(event_id: int, token: str):
     return sa.and_(
         InboxEvent.id == event_id, InboxEvent.status == InboxStatus.PROCESSING, InboxEvent.claim_token == token
     )
+
+
+@functools.cache
+def _held_update() -> sa.Update:
+    """``UPDATE inbox_events SET <the keys given> WHERE`` the event is held by the claim (``_mine``, bound:
+    ``event_id``, ``token``), built once: every event runs one."""
+    table = InboxEvent.__table__
+    return sa.update(table).where(
+        table.c.id == sa.bindparam("event_id"),
+        table.c.status == InboxStatus.PROCESSING,
+        table.c.claim_token == sa.bindparam("token"),
+    )
+
+
+@functools.cache
+def _finish_statement() -> sa.Update:
+    """Done (``processed_at`` given at execution)."""
+    table = InboxEvent.__table__
+    return _held_update().values(status=InboxStatus.DONE, attempts=table.c.attempts + 1, last_error=None)
 
 
 _claim_statements: dict[tuple[str, int, bool], sa.Update] = {}
@@ -193,9 +198,9 @@ def claim(limit: int = 20) -> Claim:
     # Two lanes: buyer messages first (no platform call, and a person is waiting for each), then
     # everything (orders and after-sales fetch their details: in a livestream's burst of
     # after-sales, a buyer's message no longer waits behind every push that came before it).
-    rows = db.session.execute(_claim_statement(dialect, limit, True), params).all()
+    rows = db.session.connection().execute(_claim_statement(dialect, limit, True), params).all()
     if not rows:
-        rows = db.session.execute(_claim_statement(dialect, limit, False), params).all()
+        rows = db.session.connection().execute(_claim_statement(dialect, limit, False), params).all()
     items = {event_id: (shop_id, payload) for event_id, shop_id, payload in rows}
     db.session.commit()
     return Claim(token, sorted(items), items)
@@ -203,12 +208,8 @@ def claim(limit: int = 20) -> Claim:
 
 def _renew(event_id: int, token: str) -> bool:
     """Extend the lease before working on one event; False if another worker took it over."""
-    result = db.session.execute(
-        sa.update(InboxEvent)
-        .where(_mine(event_id, token))
-        .values(next_attempt_at=utcnow() + _lease())
-        .execution_options(synchronize_session=False)
-    )
+    params = {"event_id": event_id, "token": token, "next_attempt_at": utcnow() + _lease()}
+    result = db.session.connection().execute(_held_update(), params)
     db.session.commit()
     return result.rowcount == 1
 
@@ -279,12 +280,8 @@ def process_claimed(claimed: Claim) -> int:
 def _finish(event_id: int, token: str) -> bool:
     """Mark a claimed event done in the current transaction (the caller commits); False, rolled
     back, if the lease was taken over meanwhile: the other worker's result stands."""
-    finished = db.session.execute(
-        sa.update(InboxEvent)
-        .where(_mine(event_id, token))
-        .values(status=InboxStatus.DONE, processed_at=utcnow(), attempts=InboxEvent.attempts + 1, last_error=None)
-        .execution_options(synchronize_session=False)
-    )
+    params = {"event_id": event_id, "token": token, "processed_at": utcnow()}
+    finished = db.session.connection().execute(_finish_statement(), params)
     if finished.rowcount != 1:
         db.session.rollback()
         return False

@@ -11,6 +11,7 @@ Callers own the transaction (commit) and announce changes (app/events.py) after 
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from app.db import sql_literals, utcnow
+from app.db import insert_ignoring, sql_literals, utcnow
 from app.extensions import db
 from app.models import (
     AfterSale,
@@ -507,6 +508,19 @@ def _write_lock_sqlite(connection: sa.Connection) -> None:
         connection.execute(sa.text("UPDATE sync_cursors SET id = id WHERE 0 = 1"))
 
 
+@functools.cache
+def _customer_lookup() -> sa.Select:
+    return sa.select(_customers.c.id, _customers.c.last_seen_at).where(
+        _customers.c.shop_id == sa.bindparam("shop_id"), _customers.c.openid == sa.bindparam("openid")
+    )
+
+
+@functools.cache
+def _update_by_pk(table: sa.Table) -> sa.Update:
+    """``UPDATE table SET <the keys given at execution> WHERE id = :pk``, built once per table."""
+    return sa.update(table).where(table.c.id == sa.bindparam("pk"))
+
+
 def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
     """File a commkf_send_msg_to_kf push into the buyer's open conversation, once per msg_id.
 
@@ -515,7 +529,7 @@ def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
     inserts nothing), update the conversation. Three statements for a buyer who is already talking.
     """
     connection = db.session.connection()
-    dialect_insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    dialect = connection.dialect.name
     msg_id = str(payload["msg_id"])
     openid = str(payload["FromUserName"])
     now = utcnow()
@@ -526,41 +540,33 @@ def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
     new_conversation = False
     if conversation is not None:
         customer = Record(id=conversation.customer_id, last_seen_at=conversation.customer_last_seen_at)
-    elif (duplicate := _filed(connection, shop_id, msg_id)) is not None:
-        return duplicate  # pushed again after its conversation was resolved: opens nothing
     else:
-        customer_lookup = sa.select(_customers.c.id, _customers.c.last_seen_at).where(
-            _customers.c.shop_id == shop_id, _customers.c.openid == openid
-        )
-        customer = connection.execute(customer_lookup).first()
+        buyer = {"shop_id": shop_id, "openid": openid}
+        customer = connection.execute(_customer_lookup(), buyer).first()
+        # A buyer the desk has never seen has filed nothing.
+        if customer is not None and (duplicate := _filed(connection, shop_id, msg_id)) is not None:
+            return duplicate  # pushed again after its conversation was resolved: opens nothing
         if customer is None:
+            # Seen now: a new buyer needs no second UPDATE for it below.
             added = connection.execute(
-                dialect_insert(_customers)
-                .values(shop_id=shop_id, openid=openid, created_at=now)
-                .on_conflict_do_nothing()
-                .returning(_customers.c.id, _customers.c.last_seen_at)
+                insert_ignoring(_customers, dialect, "id", "last_seen_at"),
+                {**buyer, "created_at": now, "last_seen_at": now},
             ).first()
-            customer = added or connection.execute(customer_lookup).one()  # or a concurrent writer's
-        new_conversation = (
-            connection.execute(
-                dialect_insert(_conversations)
-                .values(
-                    shop_id=shop_id,
-                    customer_id=customer.id,
-                    status=ConversationStatus.OPEN,
-                    last_message_at=now,
-                    unread_count=0,
-                    last_seq=0,
-                    replies_since_buyer=0,
-                    auto_replies_since_buyer=0,
-                    created_at=now,
-                    updated_at=now,
-                )
-                .on_conflict_do_nothing()
-                .returning(_conversations.c.id)
-            ).scalar()
-            is not None
-        )
+            customer = added or connection.execute(_customer_lookup(), buyer).one()  # or a concurrent writer's
+        opened = {
+            "shop_id": shop_id,
+            "customer_id": customer.id,
+            "status": ConversationStatus.OPEN,
+            "last_message_at": now,
+            "unread_count": 0,
+            "last_seq": 0,
+            "replies_since_buyer": 0,
+            "auto_replies_since_buyer": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        added_id = connection.execute(insert_ignoring(_conversations, dialect, "id"), opened).scalar()
+        new_conversation = added_id is not None
         conversation = _state(connection, True, shop_id=shop_id, openid=openid)
 
     msg_type = str(payload.get("msg_type") or "text")
@@ -585,9 +591,7 @@ def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
         "platform_time": platform_time,
         "created_at": now,
     }
-    message_id = connection.execute(
-        dialect_insert(_messages).values(**filed).on_conflict_do_nothing().returning(_messages.c.id)
-    ).scalar()
+    message_id = connection.execute(insert_ignoring(_messages, dialect, "id"), filed).scalar()
     if message_id is None:  # pushed again: filed before, nothing changes
         return _filed(connection, shop_id, msg_id)
 
@@ -614,10 +618,10 @@ def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
         turn = start_turn(connection, shop_id, conversation, seq, sent_at)
     if conversation.assignee_id is None and conversation.queued_at is None:
         changes["queued_at"] = now
-    connection.execute(sa.update(_conversations).where(_conversations.c.id == conversation.id).values(**changes))
+    connection.execute(_update_by_pk(_conversations), {**changes, "pk": conversation.id})
     if customer.last_seen_at is None or now - customer.last_seen_at > timedelta(minutes=1):
         # Minute precision: not an UPDATE per message in a chatty burst.
-        connection.execute(sa.update(_customers).where(_customers.c.id == customer.id).values(last_seen_at=now))
+        connection.execute(_update_by_pk(_customers), {"last_seen_at": now, "pk": customer.id})
     # The row as inserted (what message_dict reads), without reading it back.
     no_sender = {"sender_user_id": None, "request_id": None, "delivery_error": None, "auto_kind": None}
     message = Record(id=message_id, sent_at=None, **no_sender, **filed)
@@ -627,11 +631,16 @@ def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
     )
 
 
+@functools.cache
+def _filed_lookup() -> sa.Select:
+    return sa.select(_messages).where(
+        _messages.c.shop_id == sa.bindparam("shop_id"), _messages.c.platform_msg_id == sa.bindparam("msg_id")
+    )
+
+
 def _filed(connection: sa.Connection, shop_id: int, msg_id: str) -> StoredMessage | None:
     """The message with this msg_id as filed before (and its conversation), or None."""
-    message = connection.execute(
-        sa.select(_messages).where(_messages.c.shop_id == shop_id, _messages.c.platform_msg_id == msg_id)
-    ).first()
+    message = connection.execute(_filed_lookup(), {"shop_id": shop_id, "msg_id": msg_id}).first()
     if message is None:
         return None
     existing = _state(connection, False, conversation_id=message.conversation_id)

@@ -19,11 +19,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app import events, tenancy
-from app.db import utcnow
+from app.db import insert_ignoring, utcnow
 from app.extensions import db
 from app.models import Message, MessageDirection, ReplyTurn, TurnOutcome
 from app.sla import rollup
@@ -77,10 +75,7 @@ def start_turn(connection: sa.Connection, shop_id: int, conversation, seq: int, 
         "first_of_day": False,
         "created_at": utcnow(),
     }
-    insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    turn_id = connection.execute(
-        insert(_turns).values(**values).on_conflict_do_nothing().returning(_turns.c.id)
-    ).scalar()
+    turn_id = connection.execute(insert_ignoring(_turns, connection.dialect.name, "id"), values).scalar()
     if turn_id is None:
         return None
     return {
