@@ -60,8 +60,12 @@ def assignment_lock():
                 db.session.rollback()  # the caller commits inside; anything left is abandoned
 
 
+_ADVISORY_LOCK = sa.text("SELECT pg_advisory_xact_lock(:key)")
+
+
 def _advisory_lock() -> None:
-    db.session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": ASSIGNMENT_LOCK_KEY})
+    # On the session's connection (Core): every new conversation takes it.
+    db.session.connection().execute(_ADVISORY_LOCK, {"key": ASSIGNMENT_LOCK_KEY})
 
 
 # --- presence -----------------------------------------------------------------------------------
