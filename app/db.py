@@ -109,3 +109,18 @@ def insert_ignoring(table: sa.Table, dialect: str, *returning: str) -> sa.Insert
     Python time than running it: a prebuilt statement keeps its cache key."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return insert(table).on_conflict_do_nothing().returning(*(table.c[name] for name in returning))
+
+
+@functools.cache
+def _column_keys(table: sa.Table) -> frozenset[str]:
+    return frozenset(table.c.keys())
+
+
+def columns_of(table: sa.Table, values: dict, *binds: str) -> dict:
+    """``values`` unchanged, once every key is checked to name a column of ``table`` (or one of
+    ``binds``, the statement's own parameters). With values bound at execution SQLAlchemy leaves a
+    misspelt key out of the INSERT or the SET without a word; here it is an error."""
+    unknown = values.keys() - _column_keys(table) - set(binds)
+    if unknown:
+        raise ValueError(f"{table.name} has no column {', '.join(sorted(unknown))}")
+    return values

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app import events
-from app.db import insert_ignoring, sql_literals, utcnow
+from app.db import columns_of, insert_ignoring, sql_literals, utcnow
 from app.extensions import db
 from app.ingest import store
 from app.models import Customer, InboxEvent, InboxStatus, Shop
@@ -88,8 +88,9 @@ def receive(shop_id: int, payload: dict, plaintext: str, connection: sa.Connecti
         "next_attempt_at": now,
         "received_at": now,
     }
-    stmt = insert_ignoring(InboxEvent.__table__, db.engine.dialect.name, "id")  # built once: every push runs it
-    return executor.execute(stmt, values).scalar() is not None
+    table = InboxEvent.__table__
+    stmt = insert_ignoring(table, db.engine.dialect.name, "id")  # built once: every push runs it
+    return executor.execute(stmt, columns_of(table, values)).scalar() is not None
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,8 @@ def _mine(event_id: int, token: str):
 
 @functools.cache
 def _held_update() -> sa.Update:
-    """``UPDATE inbox_events SET <the keys given> WHERE`` the event is held by the claim (``_mine``, bound:
-    ``event_id``, ``token``), built once: every event runs one."""
+    """``UPDATE inbox_events SET <the keys given> WHERE`` the event is still held by the claim (bound:
+    ``event_id``, ``token``; the same condition as ``_mine``), built once: every event runs one."""
     table = InboxEvent.__table__
     return sa.update(table).where(
         table.c.id == sa.bindparam("event_id"),

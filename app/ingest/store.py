@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from app.db import insert_ignoring, sql_literals, utcnow
+from app.db import columns_of, insert_ignoring, sql_literals, utcnow
 from app.extensions import db
 from app.models import (
     AfterSale,
@@ -517,7 +517,8 @@ def _customer_lookup() -> sa.Select:
 
 @functools.cache
 def _update_by_pk(table: sa.Table) -> sa.Update:
-    """``UPDATE table SET <the keys given at execution> WHERE id = :pk``, built once per table."""
+    """``UPDATE table SET <the keys given at execution> WHERE id = :pk``, built once per table (so no
+    table of it may have a column named ``pk``; pass the values through ``columns_of``)."""
     return sa.update(table).where(table.c.id == sa.bindparam("pk"))
 
 
@@ -550,7 +551,7 @@ def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
             # Seen now: a new buyer needs no second UPDATE for it below.
             added = connection.execute(
                 insert_ignoring(_customers, dialect, "id", "last_seen_at"),
-                {**buyer, "created_at": now, "last_seen_at": now},
+                columns_of(_customers, {**buyer, "created_at": now, "last_seen_at": now}),
             ).first()
             customer = added or connection.execute(_customer_lookup(), buyer).one()  # or a concurrent writer's
         opened = {
@@ -565,7 +566,9 @@ def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
             "created_at": now,
             "updated_at": now,
         }
-        added_id = connection.execute(insert_ignoring(_conversations, dialect, "id"), opened).scalar()
+        added_id = connection.execute(
+            insert_ignoring(_conversations, dialect, "id"), columns_of(_conversations, opened)
+        ).scalar()
         new_conversation = added_id is not None
         conversation = _state(connection, True, shop_id=shop_id, openid=openid)
 
@@ -591,7 +594,7 @@ def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
         "platform_time": platform_time,
         "created_at": now,
     }
-    message_id = connection.execute(insert_ignoring(_messages, dialect, "id"), filed).scalar()
+    message_id = connection.execute(insert_ignoring(_messages, dialect, "id"), columns_of(_messages, filed)).scalar()
     if message_id is None:  # pushed again: filed before, nothing changes
         return _filed(connection, shop_id, msg_id)
 
@@ -618,10 +621,12 @@ def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
         turn = start_turn(connection, shop_id, conversation, seq, sent_at)
     if conversation.assignee_id is None and conversation.queued_at is None:
         changes["queued_at"] = now
-    connection.execute(_update_by_pk(_conversations), {**changes, "pk": conversation.id})
+    updated = columns_of(_conversations, {**changes, "pk": conversation.id}, "pk")
+    connection.execute(_update_by_pk(_conversations), updated)
     if customer.last_seen_at is None or now - customer.last_seen_at > timedelta(minutes=1):
         # Minute precision: not an UPDATE per message in a chatty burst.
-        connection.execute(_update_by_pk(_customers), {"last_seen_at": now, "pk": customer.id})
+        seen = columns_of(_customers, {"last_seen_at": now, "pk": customer.id}, "pk")
+        connection.execute(_update_by_pk(_customers), seen)
     # The row as inserted (what message_dict reads), without reading it back.
     no_sender = {"sender_user_id": None, "request_id": None, "delivery_error": None, "auto_kind": None}
     message = Record(id=message_id, sent_at=None, **no_sender, **filed)

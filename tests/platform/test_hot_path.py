@@ -53,3 +53,16 @@ def test_a_message_costs_few_statements_and_a_new_buyer_is_seen_at_once(app):
         db.session.commit()
         # The conversation with everything (locked), the message, the conversation's counters.
         assert again == ["UPDATE"] * sqlite_lock + ["SELECT", "INSERT", "UPDATE"]
+
+
+def test_values_bound_at_execution_must_name_columns():
+    """A misspelt key would be left out of the INSERT or the SET without a word: it is an error."""
+    import pytest
+
+    from app.db import columns_of
+    from app.models import Conversation
+
+    table = Conversation.__table__
+    assert columns_of(table, {"last_seq": 1, "pk": 5}, "pk") == {"last_seq": 1, "pk": 5}
+    with pytest.raises(ValueError, match="conversations has no column last_sequence"):
+        columns_of(table, {"last_sequence": 1})
