@@ -102,7 +102,6 @@ def _mine(call_id: int, token: str):
     )
 
 
-_claim_statements: dict[tuple[str, int, bool], sa.Update] = {}
 # Literal, to match ix_outbox_calls_unfinished's predicate in prepared statements (app/db.py).
 UNFINISHED = sql_literals(OutboxStatus.PENDING.value, OutboxStatus.IN_FLIGHT.value)
 # Two lanes. Work the rule engine queues for itself (evaluations) waits while anything a person or a
@@ -130,12 +129,10 @@ def _in_turn():
     return sa.or_(OutboxCall.subject_id.is_(None), ~blocked)
 
 
+@functools.cache
 def _claim_statement(dialect: str, limit: int, urgent_only: bool) -> sa.Update:
     """The claim, built once per dialect, batch size and lane; ``now``, ``lease_until``, ``token``
     bound per call."""
-    stmt = _claim_statements.get((dialect, limit, urgent_only))
-    if stmt is not None:
-        return stmt
     columns = OutboxCall.__table__.c
     now = sa.bindparam("now", type_=columns.next_attempt_at.type)
     # Pending, or in flight with its lease run out; matches ix_outbox_calls_unfinished (see the inbox's).
@@ -156,7 +153,7 @@ def _claim_statement(dialect: str, limit: int, urgent_only: bool) -> sa.Update:
         picked = OutboxCall.id == sa.any_(sa.func.array(candidates.scalar_subquery()))
     else:
         picked = OutboxCall.id.in_(candidates.scalar_subquery())
-    stmt = _claim_statements[(dialect, limit, urgent_only)] = (
+    return (
         sa.update(OutboxCall)
         .where(picked, due)
         .values(
@@ -172,7 +169,6 @@ def _claim_statement(dialect: str, limit: int, urgent_only: bool) -> sa.Update:
         .returning(OutboxCall.id)
         .execution_options(synchronize_session=False)
     )
-    return stmt
 
 
 @functools.cache

@@ -128,17 +128,14 @@ def _finish_statement() -> sa.Update:
     return _held_update().values(status=InboxStatus.DONE, attempts=table.c.attempts + 1, last_error=None)
 
 
-_claim_statements: dict[tuple[str, int, bool], sa.Update] = {}
 # Literal, to match the partial indexes' predicate (app/models/integration.py) in prepared statements.
 UNFINISHED = sql_literals(InboxStatus.PENDING.value, InboxStatus.PROCESSING.value)
 
 
+@functools.cache
 def _claim_statement(dialect: str, limit: int, messages_only: bool = False) -> sa.Update:
     """The claim, built once per dialect, batch size and lane (building it costs more than running
     it); ``now``, ``lease_until`` and ``token`` are bound per call. ``messages_only``: buyer messages."""
-    stmt = _claim_statements.get((dialect, limit, messages_only))
-    if stmt is not None:
-        return stmt
     now = sa.bindparam("now", type_=InboxEvent.__table__.c.next_attempt_at.type)
     # Pending, or processing with its lease run out (its worker died). The status test matches
     # ix_inbox_events_unfinished, so the claim reads unfinished events in id order and stops early.
@@ -171,7 +168,7 @@ def _claim_statement(dialect: str, limit: int, messages_only: bool = False) -> s
         picked = InboxEvent.id == sa.any_(sa.func.array(candidates.scalar_subquery()))
     else:
         picked = InboxEvent.id.in_(candidates.scalar_subquery())
-    stmt = _claim_statements[(dialect, limit, messages_only)] = (
+    return (
         sa.update(InboxEvent)
         .where(picked, due)
         .values(
@@ -182,7 +179,6 @@ def _claim_statement(dialect: str, limit: int, messages_only: bool = False) -> s
         .returning(InboxEvent.id, InboxEvent.shop_id, InboxEvent.payload)
         .execution_options(synchronize_session=False)
     )
-    return stmt
 
 
 def claim(limit: int = 20) -> Claim:

@@ -87,9 +87,8 @@ def insert_or_get(model: type, values: dict[str, Any], lookup: sa.Select) -> tup
     savepoint, the transaction carries on either way.
     """
     table = model.__table__
-    dialect_insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
-    stmt = dialect_insert(table).values(**values).on_conflict_do_nothing().returning(table.c.id)
-    new_id = db.session.execute(stmt).scalar()
+    stmt = insert_ignoring(table, db.engine.dialect.name, "id")
+    new_id = db.session.execute(stmt, columns_of(table, values)).scalar()
     return db.session.scalar(locked(lookup)), new_id is not None
 
 
@@ -408,17 +407,11 @@ _messages = Message.__table__
 
 
 TAG_SEPARATOR = "\x1f"  # between a buyer's tags in one aggregated column (tags are short words)
-_state_statements: dict[tuple[str, str, bool], sa.Select] = {}
-
-
+@functools.cache
 def _state_statement(dialect: str, by: str, lock: bool) -> sa.Select:
     """The conversation with everything its summary needs (the buyer, their tags, the shop's name, the
     assignee's name), in one statement built once: ``by`` "id" (``:conversation_id``) or "buyer"
     (the open conversation of ``:shop_id`` + ``:openid``); row-locked when ``lock`` (PostgreSQL)."""
-    key = (dialect, by, lock)
-    stmt = _state_statements.get(key)
-    if stmt is not None:
-        return stmt
     from app.models import CustomerTag, Shop, User
 
     shops, users, tags = Shop.__table__, User.__table__, CustomerTag.__table__
@@ -465,7 +458,6 @@ def _state_statement(dialect: str, by: str, lock: bool) -> sa.Select:
         )
     if lock and dialect == "postgresql":
         stmt = stmt.with_for_update(of=_conversations)
-    _state_statements[key] = stmt
     return stmt
 
 

@@ -33,7 +33,7 @@ from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from app import audit, events, outbox
-from app.db import utcnow
+from app.db import columns_of, insert_ignoring, utcnow
 from app.extensions import db
 from app.ingest.store import ensure_customer, insert_or_get, locked
 from app.models import (
@@ -455,13 +455,9 @@ def _used_today(shop_id: int, tz, now: datetime | None = None) -> tuple[int, int
 
 def _insert_decision(values: dict) -> int | None:
     """Insert-or-nothing on the idempotency key: the new id, None when it exists (decided elsewhere)."""
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
     table = RuleDecision.__table__
-    dialect_insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
-    stmt = dialect_insert(table).values(**values).on_conflict_do_nothing().returning(table.c.id)
-    return db.session.execute(stmt).scalar()
+    stmt = insert_ignoring(table, db.engine.dialect.name, "id")
+    return db.session.execute(stmt, columns_of(table, values)).scalar()
 
 
 def _note_for_people(context: _Context, note: str, decision_id: int) -> None:
