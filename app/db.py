@@ -124,3 +124,26 @@ def columns_of(table: sa.Table, values: dict, *binds: str) -> dict:
     if unknown:
         raise ValueError(f"{table.name} has no column {', '.join(sorted(unknown))}")
     return values
+
+
+def commit_keeping(session, *keep) -> None:
+    """Commit, expiring every loaded row except ``keep`` (a plain commit expires them all).
+
+    For a transaction that only read what its caller goes on using (the outbox call and its shop
+    before the platform call): the kept rows stay as that transaction read them, instead of being
+    read again on their next attribute access. Everything else is expired as a commit would, so a
+    later read-compare-write still sees the database's values.
+    """
+    if isinstance(session, sa.orm.scoped_session):
+        session = session()
+    kept = {id(obj) for obj in keep if obj is not None}
+    previous = session.expire_on_commit
+    session.expire_on_commit = False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = previous
+    if previous:
+        for obj in list(session.identity_map.values()):
+            if id(obj) not in kept:
+                session.expire(obj)

@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 
-from app.db import sql_literals, utcnow
+from app.db import columns_of, commit_keeping, insert_ignoring, sql_literals, utcnow
 from app.extensions import db
 from app.ingest.inbox import Claim
 from app.models import OutboxCall, OutboxStatus, Shop
@@ -83,6 +83,35 @@ def enqueue(
     db.session.add(call)
     db.session.flush()
     return call
+
+
+def enqueue_once(
+    shop_id: int,
+    operation: str,
+    payload: dict[str, Any],
+    key: str,
+    *,
+    subject: tuple[str, str] | None = None,
+) -> int | None:
+    """Add a call unless the shop has one with this key, in the current transaction (one
+    ``INSERT ... ON CONFLICT DO NOTHING``): the new call's id, None when the key was queued before
+    (a re-delivered push, a concurrent worker). The caller commits and then calls ``wake``."""
+    if operation not in HANDLERS:
+        raise KeyError(f"no outbox handler for {operation!r}")
+    table = OutboxCall.__table__
+    values = {
+        "shop_id": shop_id,
+        "idempotency_key": key,
+        "operation": operation,
+        "payload": payload,
+        "status": OutboxStatus.PENDING,
+        "attempts": 0,
+        "next_attempt_at": utcnow(),
+        "subject_kind": subject[0] if subject else None,
+        "subject_id": subject[1] if subject else None,
+    }
+    stmt = insert_ignoring(table, db.engine.dialect.name, "id")
+    return db.session.execute(stmt, columns_of(table, values)).scalar()
 
 
 def retry(call: OutboxCall) -> None:
@@ -230,7 +259,9 @@ def process_claimed(claimed: Claim) -> int:
             continue
         handler = HANDLERS.get(call.operation)
         shop = db.session.get(Shop, call.shop_id)
-        db.session.commit()  # no transaction (and no lock) held while the platform answers
+        # No transaction (and no lock) held while the platform answers; the call and its shop are
+        # used as just read (nothing wrote them since the claim), not read again.
+        commit_keeping(db.session, call, shop)
         try:
             if handler is None:
                 raise RuntimeError(f"no outbox handler for {call.operation!r}")
@@ -238,8 +269,10 @@ def process_claimed(claimed: Claim) -> int:
         except Exception as exc:
             if not isinstance(exc, PlatformError):
                 log.exception("outbox call %s (%s) crashed", call_id, call.operation)
+            db.session.expire(call)  # the outcome is written from the row as locked then
             _retry_or_fail(call_id, claimed.token, handler, exc)
             continue
+        db.session.expire(call)
         announcements = _succeed(call_id, claimed.token, handler, answer)
         if announcements is None:
             continue

@@ -376,7 +376,8 @@ def announce_order(shop_id: int, result: store.Upserted) -> Announcement:
     return lambda: events.emit(events.order_changed, shop_id, **ids)
 
 
-def announce_after_sale(shop_id: int, result: store.Upserted) -> Announcement:
+def announce_after_sale(shop_id: int, result: store.Upserted, buyer: dict | None = None) -> Announcement:
+    """``buyer``: ``buyer_of`` the row, when the caller has it already."""
     if not result.changed:
         return lambda: None
     row = result.row
@@ -387,14 +388,15 @@ def announce_after_sale(shop_id: int, result: store.Upserted) -> Announcement:
         "type": row.type,
         "created": result.created,
         "refund_amount_fen": row.refund_amount_fen,
-        **buyer_of(row),
+        **(buyer if buyer is not None else buyer_of(row, result.customer)),
     }
     return lambda: events.emit(events.after_sale_changed, shop_id, **ids)
 
 
-def buyer_of(after_sale) -> dict:
+def buyer_of(after_sale, customer=None) -> dict:
     """Who an after-sale's signals are about (openid, unionid, order id): what the sidebar's rooms
-    are named by. The customer is in the session already after an upsert (no query then)."""
-    customer = db.session.get(Customer, after_sale.customer_id) if after_sale.customer_id else None
+    are named by. ``customer``: the buyer's row if the caller holds it (no query then)."""
+    if customer is None or customer.id != after_sale.customer_id:
+        customer = db.session.get(Customer, after_sale.customer_id) if after_sale.customer_id else None
     return {"openid": after_sale.openid, "unionid": customer.unionid if customer is not None else None,
             "order_id": after_sale.order_id}

@@ -78,6 +78,9 @@ class Upserted:
     row: Any
     created: bool
     changed: bool
+    # The buyer's row when the upsert read it: the session keeps rows only while they are referenced,
+    # so whoever announces the change would otherwise read it again.
+    customer: Any = None
 
 
 def insert_or_get(model: type, values: dict[str, Any], lookup: sa.Select) -> tuple[Any, bool]:
@@ -149,6 +152,8 @@ def upsert_order(shop_id: int, detail: dict, fetched_at: datetime | None = None)
         return Upserted(order, created=False, changed=False)  # what we have is newer
     changed = created or order.platform_updated_at != updated_at or order.status != status
     _apply_order(order, detail, status, updated_at)
+    if changed:  # the same version again: ``raw`` (deferred: not loaded to compare) is not rewritten
+        order.raw = detail
     order.fetched_at = fetched_at or utcnow()
     return Upserted(order, created=created, changed=changed)
 
@@ -171,29 +176,35 @@ def _apply_order(order: Order, detail: dict, status: int, updated_at: datetime) 
     order.address = address or None
     order.phone_tail = _phone_tail(address)
     order.deliveries = delivery.get("delivery_product_info") or []
-    order.raw = detail
     if order.customer_id is None and order.openid:
         order.customer_id = ensure_customer(order.shop_id, order.openid, order.unionid).id
     sold_before = _units_by_sku(order.items)
-    items = []
-    for info in body.get("product_infos") or []:
-        items.append(
-            OrderItem(
-                shop_id=order.shop_id,
-                product_id=str(info.get("product_id", "")),
-                sku_id=str(info.get("sku_id", "")),
-                sku_code=info.get("sku_code") or None,
-                title=str(info.get("title", ""))[:300],
-                thumb_img=info.get("thumb_img") or None,
-                sku_attrs=info.get("sku_attrs") or [],
-                quantity=int(info.get("sku_cnt") or 1),
-                sale_price_fen=int(info.get("sale_price") or 0),
-                real_price_fen=int(info.get("real_price") or 0),
-                on_aftersale_count=int(info.get("on_aftersale_sku_cnt") or 0),
-                finished_aftersale_count=int(info.get("finish_aftersale_sku_cnt") or 0),
-            )
-        )
-    order.items = items
+    fields = [
+        {
+            "product_id": str(info.get("product_id", "")),
+            "sku_id": str(info.get("sku_id", "")),
+            "sku_code": info.get("sku_code") or None,
+            "title": str(info.get("title", ""))[:300],
+            "thumb_img": info.get("thumb_img") or None,
+            "sku_attrs": info.get("sku_attrs") or [],
+            "quantity": int(info.get("sku_cnt") or 1),
+            "sale_price_fen": int(info.get("sale_price") or 0),
+            "real_price_fen": int(info.get("real_price") or 0),
+            "on_aftersale_count": int(info.get("on_aftersale_sku_cnt") or 0),
+            "finished_aftersale_count": int(info.get("finish_aftersale_sku_cnt") or 0),
+        }
+        for info in body.get("product_infos") or []
+    ]
+    items = list(order.items)
+    if [(i.product_id, i.sku_id) for i in items] == [(f["product_id"], f["sku_id"]) for f in fields]:
+        # The same lines (a re-fetch, an after-sale's counts): updated in place, only what changed.
+        for item, values in zip(items, fields, strict=True):
+            for key, value in values.items():
+                if getattr(item, key) != value:
+                    setattr(item, key, value)
+    else:
+        items = [OrderItem(shop_id=order.shop_id, **values) for values in fields]
+        order.items = items
     count_skus(order.shop_id, order.platform_created_at, sold_before, items)
 
 
@@ -274,6 +285,41 @@ def _after_sale_rank(status: str) -> int:
     return AFTER_SALE_RANK.get(status, TERMINAL_RANK)
 
 
+def _after_sale_fields(detail: dict, status: str, updated_at: datetime, fetched_at: datetime,
+                       row: AfterSale | None) -> dict[str, Any]:
+    """The columns an after-sale detail sets (``row``: the stored one, whose ids are kept where the
+    detail leaves them out)."""
+    product = detail.get("product_info") or {}
+    refund = detail.get("refund_info") or {}
+    returned = detail.get("return_info") or {}
+    details = detail.get("details") or {}
+    deadline = int(detail.get("deadline") or 0)
+    return {
+        "order_id": str(detail.get("order_id", row.order_id if row is not None else "")),
+        "openid": str(detail.get("openid") or (row.openid if row is not None else "")),
+        "type": str(detail.get("type", row.type if row is not None else "")),
+        "status": status,
+        "product_id": str(product["product_id"]) if product.get("product_id") else None,
+        "sku_id": str(product["sku_id"]) if product.get("sku_id") else None,
+        "count": int(product.get("count") or 1),
+        "refund_amount_fen": int(refund.get("amount") or 0),
+        "refund_reason": refund.get("refund_reason"),
+        "reason": detail.get("reason"),
+        "reason_text": detail.get("reason_text"),
+        "description": details.get("desc"),
+        "prove_imgs": details.get("prove_imgs") or [],
+        "return_waybill_id": returned.get("waybill_id"),
+        "return_delivery_name": returned.get("delivery_name"),
+        "deadline_at": fetched_at + timedelta(seconds=deadline) if deadline > 0 else None,
+        "platform_updated_at": updated_at,
+        "fetched_at": fetched_at,
+    }
+
+
+def _order_pk(shop_id: int, order_id: str) -> int | None:
+    return db.session.scalar(sa.select(Order.id).where(Order.shop_id == shop_id, Order.order_id == order_id))
+
+
 def upsert_after_sale(shop_id: int, detail: dict, fetched_at: datetime | None = None) -> Upserted:
     """Store an after-sale detail. ``fetched_at``: when the HTTP call that returned it started."""
     fetched_at = fetched_at or utcnow()
@@ -282,56 +328,36 @@ def upsert_after_sale(shop_id: int, detail: dict, fetched_at: datetime | None = 
     status = str(detail.get("status", ""))
     lookup = sa.select(AfterSale).where(AfterSale.shop_id == shop_id, AfterSale.after_sale_order_id == after_sale_id)
     row = db.session.scalar(locked(lookup))
-    created = False
     if row is None:
-        row, created = insert_or_get(
-            AfterSale,
-            {
-                "shop_id": shop_id,
-                "after_sale_order_id": after_sale_id,
-                "order_id": str(detail.get("order_id", "")),
-                "openid": str(detail.get("openid", "")),
-                "type": str(detail.get("type", "")),
-                "status": status,
-                "platform_created_at": from_unix(detail.get("create_time")) or updated_at,
-                "platform_updated_at": updated_at,
-            },
-            lookup,
-        )
-    if not created and _after_sale_is_stale(row, updated_at, status):
+        # A new after-sale is inserted whole, its buyer and order resolved first: one INSERT, not an
+        # INSERT and then an UPDATE for each of them.
+        fields = _after_sale_fields(detail, status, updated_at, fetched_at, None)
+        customer = ensure_customer(shop_id, fields["openid"], detail.get("unionid")) if fields["openid"] else None
+        values = {
+            "shop_id": shop_id,
+            "after_sale_order_id": after_sale_id,
+            "platform_created_at": from_unix(detail.get("create_time")) or updated_at,
+            "customer_id": customer.id if customer is not None else None,
+            "order_pk": _order_pk(shop_id, fields["order_id"]),
+            "raw": detail,
+            **fields,
+        }
+        row, created = insert_or_get(AfterSale, values, lookup)
+        if created:
+            return Upserted(row, created=True, changed=True, customer=customer)
+        # A concurrent writer stored it first: what this detail says is applied like an update.
+    if _after_sale_is_stale(row, updated_at, status):
         return Upserted(row, created=False, changed=False)
-    changed = created or row.platform_updated_at != updated_at or row.status != status or row.type != detail.get("type")
-    product = detail.get("product_info") or {}
-    refund = detail.get("refund_info") or {}
-    returned = detail.get("return_info") or {}
-    details = detail.get("details") or {}
-    row.order_id = str(detail.get("order_id", row.order_id))
-    row.openid = str(detail.get("openid") or row.openid)
-    row.type = str(detail.get("type", row.type))
-    row.status = status
-    row.product_id = str(product["product_id"]) if product.get("product_id") else None
-    row.sku_id = str(product["sku_id"]) if product.get("sku_id") else None
-    row.count = int(product.get("count") or 1)
-    row.refund_amount_fen = int(refund.get("amount") or 0)
-    row.refund_reason = refund.get("refund_reason")
-    row.reason = detail.get("reason")
-    row.reason_text = detail.get("reason_text")
-    row.description = details.get("desc")
-    row.prove_imgs = details.get("prove_imgs") or []
-    row.return_waybill_id = returned.get("waybill_id")
-    row.return_delivery_name = returned.get("delivery_name")
-    deadline = int(detail.get("deadline") or 0)
-    row.deadline_at = fetched_at + timedelta(seconds=deadline) if deadline > 0 else None
-    row.platform_updated_at = updated_at
-    row.raw = detail
-    row.fetched_at = fetched_at
+    changed = row.platform_updated_at != updated_at or row.status != status or row.type != detail.get("type")
+    for key, value in _after_sale_fields(detail, status, updated_at, fetched_at, row).items():
+        setattr(row, key, value)
+    if changed:  # the same version again: ``raw`` (deferred: not loaded to compare) is not rewritten
+        row.raw = detail
     if row.customer_id is None and row.openid:
         row.customer_id = ensure_customer(shop_id, row.openid, detail.get("unionid")).id
     if row.order_pk is None:
-        row.order_pk = db.session.scalar(
-            sa.select(Order.id).where(Order.shop_id == shop_id, Order.order_id == row.order_id)
-        )
-    return Upserted(row, created=created, changed=changed)
+        row.order_pk = _order_pk(shop_id, row.order_id)
+    return Upserted(row, created=False, changed=changed)
 
 
 # --- return addresses -----------------------------------------------------------------------------

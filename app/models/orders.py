@@ -99,7 +99,8 @@ class Order(ShopScoped, IdMixin, TimestampMixin, Base):
     # Last digits of the receiver's phone, for "find a buyer by phone tail".
     phone_tail: Mapped[str | None] = mapped_column(sa.String(8))
     deliveries: Mapped[list | None] = mapped_column(JSONType)
-    raw: Mapped[dict | None] = mapped_column(JSONType)
+    # The platform's detail as fetched, kept for support; never read on a hot path: loaded on access only.
+    raw: Mapped[dict | None] = mapped_column(JSONType, deferred=True)
     fetched_at: Mapped[datetime | None]
     # The full address from sensitiveinfo/decode (a small daily quota), encrypted at rest, with the
     # masked address it was decoded for: once the platform's masked address changes, it is stale.
@@ -204,7 +205,8 @@ class AfterSale(ShopScoped, IdMixin, TimestampMixin, Base):
     # The return address used on approval, and how it was chosen (sku/product/shop/manual).
     return_address_pk: Mapped[int | None] = mapped_column(sa.ForeignKey("return_addresses.id", ondelete="SET NULL"))
     return_address_source: Mapped[str | None] = mapped_column(sa.String(16))
-    raw: Mapped[dict | None] = mapped_column(JSONType)
+    # The platform's detail as fetched, kept for support; never read on a hot path: loaded on access only.
+    raw: Mapped[dict | None] = mapped_column(JSONType, deferred=True)
     fetched_at: Mapped[datetime | None]
     # A rule handed the case to people, and why (a route-to-human action, a cap, a failed approval).
     human_note: Mapped[str | None] = mapped_column(sa.Text)

@@ -30,7 +30,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy.exc import IntegrityError
 
 from app import audit, events, outbox
-from app.db import utcnow
+from app.db import commit_keeping, utcnow
 from app.extensions import db
 from app.ingest import inbox
 from app.ingest.store import locked, upsert_after_sale
@@ -212,23 +212,30 @@ def request_action(
         kind = AfterSaleActionKind(kind)
     except ValueError:
         raise ActionError("invalid", _("Unknown action."), 400) from None
-    existing = _by_request(request_id, after_sale_pk)
-    if existing is not None:
-        return existing, False  # a resend after a lost answer
     after_sale = db.session.scalar(locked(sa.select(AfterSale).where(AfterSale.id == after_sale_pk)))
-    if after_sale is None:
+    if after_sale is None:  # (its actions went with it: ON DELETE CASCADE)
         raise not_found()
-    existing = _by_request(request_id, after_sale_pk)  # again under the lock: a concurrent resend
+    # Under the after-sale's lock, in one query: this request's action (a resend after a lost answer,
+    # or the id of an action on another after-sale) and the after-sale's pending one (a double click).
+    existing, pending = None, None
+    for found in db.session.scalars(
+        sa.select(AfterSaleAction).where(
+            sa.or_(
+                sa.and_(AfterSaleAction.shop_id == after_sale.shop_id, AfterSaleAction.request_id == request_id),
+                sa.and_(AfterSaleAction.after_sale_pk == after_sale.id,
+                        AfterSaleAction.state == AfterSaleActionState.PENDING),
+            )
+        )
+    ):
+        if found.request_id == request_id:
+            existing = found
+        elif found.after_sale_pk == after_sale.id:
+            pending = found
     if existing is not None:
         db.session.rollback()
-        return existing, False
-    reused = sa.select(AfterSaleAction.id).where(
-        AfterSaleAction.shop_id == after_sale.shop_id, AfterSaleAction.request_id == request_id
-    )
-    if db.session.scalar(reused) is not None:  # the id of an action on another after-sale
-        db.session.rollback()
+        if existing.after_sale_pk == after_sale.id:
+            return existing, False
         raise ActionError("invalid", _("The action has no valid request id; reload the page."), 400)
-    pending = pending_action(after_sale.id)
     if pending is not None:
         db.session.rollback()
         if pending.kind == kind:
@@ -349,11 +356,14 @@ def _choose_address(action: AfterSaleAction, after_sale: AfterSale, address_pk: 
     action.address_source = source.value
 
 
-def _announce_action(action: AfterSaleAction):
+def _announce_action(action: AfterSaleAction, buyer: dict | None = None):
+    """``buyer``: ``inbox.buyer_of`` the action's after-sale, when the caller has it."""
     ids = {"action_id": action.id, "after_sale_pk": action.after_sale_pk, "kind": action.kind, "state": action.state}
-    after_sale = db.session.get(AfterSale, action.after_sale_pk)  # in the session: no query
-    if after_sale is not None:
-        ids.update(inbox.buyer_of(after_sale), after_sale_order_id=action.after_sale_order_id)
+    if buyer is None:
+        after_sale = db.session.get(AfterSale, action.after_sale_pk)  # in the session: no query
+        buyer = inbox.buyer_of(after_sale) if after_sale is not None else None
+    if buyer is not None:
+        ids.update(buyer, after_sale_order_id=action.after_sale_order_id)
     shop_id = action.shop_id
     return lambda: events.emit(events.after_sale_action_changed, shop_id, **ids)
 
@@ -414,13 +424,13 @@ def _read_back(client, after_sale_order_id: str) -> dict | None:
         return None  # the push or the poller will bring the new status
 
 
-def _check_before_sending(payload: dict) -> None:
+def _check_before_sending(payload: dict, shop: Shop | None = None) -> None:
     """The case as stored now must still be the one the action was asked for: same amount (a buyer
     may raise it while the call waits), and every registered check agrees."""
     action = db.session.get(AfterSaleAction, payload["action_id"])
     after_sale = db.session.get(AfterSale, action.after_sale_pk) if action is not None else None
     if action is None or after_sale is None:
-        db.session.commit()
+        commit_keeping(db.session, shop)
         return
     try:
         expected = payload.get("amount_fen")
@@ -432,19 +442,19 @@ def _check_before_sending(payload: dict) -> None:
         for check in PRE_SEND_CHECKS:
             check(action, after_sale)
     finally:
-        db.session.commit()  # no transaction open while the platform answers
+        commit_keeping(db.session, shop)  # no transaction open while the platform answers
 
 
 def _perform(shop: Shop, call: OutboxCall) -> dict:
     payload = dict(call.payload)
     kind = AfterSaleActionKind(payload["kind"])
     after_sale_order_id = payload["after_sale_order_id"]
-    _check_before_sending(payload)
+    _check_before_sending(payload, shop)
     client = client_for(shop)
     api = "/channels/ec/aftersale/acceptapply"
     if kind in REFUNDING:
         last = _last_refund_call(shop.id, payload["order_id"], payload["action_id"])
-        db.session.commit()  # no transaction open while the platform answers
+        commit_keeping(db.session, shop)  # no transaction open while the platform answers
         if last is not None and utcnow() - last < REFUND_SPACING:
             raise _too_fast(api, last + REFUND_SPACING + timedelta(milliseconds=500))
     started = utcnow()
@@ -474,10 +484,14 @@ def _perform(shop: Shop, call: OutboxCall) -> dict:
     return {"after_sale": _read_back(client, after_sale_order_id), "fetched_at": started.isoformat()}
 
 
-def _store_detail(shop_id: int, detail: dict | None, fetched_at: datetime) -> list:
+def _store_detail(shop_id: int, detail: dict | None, fetched_at: datetime):
+    """Store the after-sale as read back after the call: (its announcements, the upsert, who its
+    buyer is for the action's own announcement); ([], None, None) when nothing was read back."""
     if not detail:
-        return []
-    return [inbox.announce_after_sale(shop_id, upsert_after_sale(shop_id, detail, fetched_at))]
+        return [], None, None
+    stored = upsert_after_sale(shop_id, detail, fetched_at)
+    buyer = inbox.buyer_of(stored.row, stored.customer)
+    return [inbox.announce_after_sale(shop_id, stored, buyer)], stored, buyer
 
 
 def _succeeded(call: OutboxCall, answer: dict) -> list:
@@ -486,12 +500,12 @@ def _succeeded(call: OutboxCall, answer: dict) -> list:
         return []
     action.state = AfterSaleActionState.SUCCEEDED.value
     action.completed_at = utcnow()
-    announcements = _store_detail(
+    announcements, stored, buyer = _store_detail(
         action.shop_id,
         answer.get("after_sale"),
         datetime.fromisoformat(answer.get("fetched_at") or utcnow().isoformat()),
     )
-    after_sale = db.session.get(AfterSale, action.after_sale_pk)
+    after_sale = stored.row if stored is not None else db.session.get(AfterSale, action.after_sale_pk)
     if after_sale is not None and action.kind == Kind.APPROVE_RETURN:
         after_sale.return_address_pk = action.address_pk
         after_sale.return_address_source = action.address_source
@@ -502,7 +516,7 @@ def _succeeded(call: OutboxCall, answer: dict) -> list:
     _audit_outcome(action, "succeeded", details)
     _run_outcome_hooks(action, "succeeded", details)
     db.session.flush()
-    return [*announcements, _announce_action(action)]
+    return [*announcements, _announce_action(action, buyer)]
 
 
 def failure_code(exc: Exception, detail: dict | None, from_status: str) -> str:
@@ -541,12 +555,14 @@ def _failed(call: OutboxCall, exc: Exception) -> list:
     action.error_code = code
     action.errcode = getattr(exc, "errcode", None)
     action.errmsg = (getattr(exc, "errmsg", None) or str(exc))[:500]
-    announcements = _store_detail(action.shop_id, detail, getattr(exc, "fetched_at", None) or utcnow())
+    announcements, _stored, buyer = _store_detail(
+        action.shop_id, detail, getattr(exc, "fetched_at", None) or utcnow()
+    )
     details = {"error": code, "errcode": action.errcode, "errmsg": action.errmsg}
     _audit_outcome(action, "failed", details)
     _run_outcome_hooks(action, "failed", details)
     db.session.flush()
-    return [*announcements, _announce_action(action)]
+    return [*announcements, _announce_action(action, buyer)]
 
 
 # Refund calls may wait up to two minutes for the per-order limit without failing.

@@ -10,6 +10,7 @@ time zone; only ``shop_hours`` reads the local clock (the shop's zone, default A
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -36,13 +37,16 @@ def _buyer(shop_id: int, openid: str, event_time: datetime, exclude_pk: int | No
     )
     if exclude_pk is not None:
         count = count.where(AfterSale.id != exclude_pk)
-    tags = db.session.scalars(
-        sa.select(CustomerTag.tag)
-        .join(Customer, Customer.id == CustomerTag.customer_id)
-        .where(Customer.shop_id == shop_id, Customer.openid == openid)
-        .order_by(CustomerTag.tag)
-    ).all()
-    return {"buyer_after_sales_30d": db.session.scalar(count) or 0, "buyer_tags": list(tags)}
+    aggregate = sa.func.json_group_array if db.engine.dialect.name == "sqlite" else sa.func.array_agg
+    tags = sa.select(aggregate(CustomerTag.tag))
+    tags = tags.join(Customer, Customer.id == CustomerTag.customer_id).where(
+        Customer.shop_id == shop_id, Customer.openid == openid
+    )
+    # One round trip for both: the history count and the tags (every evaluation asks).
+    history, tag_list = db.session.execute(sa.select(count.scalar_subquery(), tags.scalar_subquery())).one()
+    if isinstance(tag_list, str):  # SQLite's JSON array
+        tag_list = json.loads(tag_list)
+    return {"buyer_after_sales_30d": history or 0, "buyer_tags": sorted(t for t in tag_list or [] if t is not None)}
 
 
 def _order_facts(order: Order | None, event_time: datetime) -> dict:

@@ -156,24 +156,15 @@ def enqueue_evaluation(shop_id: int, trigger: str, subject_kind: str, subject_id
     """Queue one evaluation (committed): its outbox call's id; None if this subject in this state
     was queued before."""
     key = evaluation_key(subject_kind, subject_id, state)
-    exists = sa.select(OutboxCall.id).where(OutboxCall.shop_id == shop_id, OutboxCall.idempotency_key == key)
-    if db.session.scalar(exists) is not None:
-        db.session.rollback()
-        return None
-    try:
-        call = outbox.enqueue(
-            shop_id,
-            OPERATION,
-            {"trigger": trigger, "subject_kind": subject_kind, "subject_id": subject_id, "state": state},
-            key,
-            # With the order's refund calls: one after another, in order.
-            subject=("order", order_id) if order_id else ("rules", f"{subject_kind}:{subject_id}"),
-        )
-        call_id = call.id
-        db.session.commit()
-    except IntegrityError:  # a concurrent delivery of the same push
-        db.session.rollback()
-        return None
+    call_id = outbox.enqueue_once(
+        shop_id,
+        OPERATION,
+        {"trigger": trigger, "subject_kind": subject_kind, "subject_id": subject_id, "state": state},
+        key,
+        # With the order's refund calls: one after another, in order.
+        subject=("order", order_id) if order_id else ("rules", f"{subject_kind}:{subject_id}"),
+    )
+    db.session.commit()
     return call_id
 
 
@@ -558,7 +549,7 @@ def _approve(rule: RuleSnapshot, decision: DecisionRef) -> None:
 
     kind = engine.approves(rule.definition)
     try:
-        action, _new = actions.request_action(rule_actor(), int(decision.subject_id), kind, _request_id(decision))
+        action, new = actions.request_action(rule_actor(), int(decision.subject_id), kind, _request_id(decision))
     except actions.ActionError as exc:
         db.session.rollback()
         db.session.execute(
@@ -570,8 +561,9 @@ def _approve(rule: RuleSnapshot, decision: DecisionRef) -> None:
             hand_to_people(after_sale, f"自动规则无法审批：{exc.message}", decision.id)
         db.session.commit()
         return
-    values: dict = {"action_id": action.id}
-    if action.state != "pending":  # already settled (a resumed decision whose action went through)
+    # A new action is pending and its id is known without reading it back after request_action's commit.
+    values: dict = {"action_id": sa.inspect(action).identity[0] if new else action.id}
+    if not new and action.state != "pending":  # already settled (a resumed decision whose action went through)
         values["outcome"] = APPROVED if action.state == "succeeded" else ESCALATED
     db.session.execute(sa.update(RuleDecision).where(RuleDecision.id == decision.id).values(**values))
     db.session.commit()
