@@ -26,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 
+from app import tenancy
 from app.db import columns_of, commit_keeping, insert_ignoring, sql_literals, utcnow
 from app.extensions import db
 from app.ingest.inbox import Claim
@@ -111,7 +112,15 @@ def enqueue_once(
         "subject_id": subject[1] if subject else None,
     }
     stmt = insert_ignoring(table, db.engine.dialect.name, "id")
-    return db.session.execute(stmt, columns_of(table, values)).scalar()
+    session = db.session()
+    scope = tenancy.get_scope(session)
+    if scope is None:
+        return session.execute(stmt, columns_of(table, values)).scalar()
+    # A scoped session (an agent's request) refuses Core statements on shop tables: checked here.
+    if shop_id not in scope:
+        raise tenancy.TenantViolation(f"outbox call for shop {shop_id} outside the session's scope")
+    with tenancy.system_scope(session):
+        return session.execute(stmt, columns_of(table, values)).scalar()
 
 
 def retry(call: OutboxCall) -> None:
@@ -269,16 +278,24 @@ def process_claimed(claimed: Claim) -> int:
         except Exception as exc:
             if not isinstance(exc, PlatformError):
                 log.exception("outbox call %s (%s) crashed", call_id, call.operation)
-            db.session.expire(call)  # the outcome is written from the row as locked then
+            _expire(call, shop)  # the outcome is written from the rows as read then
             _retry_or_fail(call_id, claimed.token, handler, exc)
             continue
-        db.session.expire(call)
+        _expire(call, shop)
         announcements = _succeed(call_id, claimed.token, handler, answer)
         if announcements is None:
             continue
         done += 1
         announce_all(announcements)
     return done
+
+
+def _expire(*rows) -> None:
+    """What was kept across the platform call is read again when next used (a SELECT does not
+    refresh a row the session holds unexpired)."""
+    for row in rows:
+        if row is not None and row in db.session:
+            db.session.expire(row)
 
 
 def announce_all(announcements: list[Announcement]) -> None:

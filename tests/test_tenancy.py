@@ -346,3 +346,21 @@ def test_socket_joins_only_the_users_shop_rooms(app, world, login):
         hello = [m for m in sio.get_received("/desk") if m["name"] == "hello"]
         assert hello and hello[0]["args"][0]["shop_ids"] == expected
         sio.disconnect(namespace="/desk")
+
+
+def test_an_outbox_call_queued_in_a_scoped_session_stays_in_its_shop(scoped_a):
+    """``outbox.enqueue_once`` is a Core INSERT (no ORM flush guard): it checks the scope itself."""
+    from app import outbox
+    from app.models import OutboxCall
+
+    world = scoped_a
+    key = "rules:after_sale:1:MERCHANT_PROCESSING"
+    call_id = outbox.enqueue_once(world.a.shop_id, outbox.BACKGROUND_OPERATION, {"subject_id": "1"}, key)
+    assert call_id is not None
+    assert outbox.enqueue_once(world.a.shop_id, outbox.BACKGROUND_OPERATION, {}, key) is None, "queued once"
+    with pytest.raises(tenancy.TenantViolation):
+        outbox.enqueue_once(world.b.shop_id, outbox.BACKGROUND_OPERATION, {}, key)
+    assert tenancy.get_scope(db.session()) == frozenset({world.a.shop_id}), "the scope is restored"
+    with tenancy.system_scope(db.session()):
+        queued = db.session.execute(sa.select(OutboxCall.shop_id).where(OutboxCall.idempotency_key == key)).all()
+    assert [tuple(row) for row in queued] == [(world.a.shop_id,)]

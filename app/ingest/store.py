@@ -152,7 +152,8 @@ def upsert_order(shop_id: int, detail: dict, fetched_at: datetime | None = None)
         return Upserted(order, created=False, changed=False)  # what we have is newer
     changed = created or order.platform_updated_at != updated_at or order.status != status
     _apply_order(order, detail, status, updated_at)
-    if changed:  # the same version again: ``raw`` (deferred: not loaded to compare) is not rewritten
+    # ``raw`` is deferred (not loaded to compare): rewritten when the detail says something new.
+    if changed or db.session.is_modified(order) or any(db.session.is_modified(item) for item in order.items):
         order.raw = detail
     order.fetched_at = fetched_at or utcnow()
     return Upserted(order, created=created, changed=changed)
@@ -316,6 +317,10 @@ def _after_sale_fields(detail: dict, status: str, updated_at: datetime, fetched_
     }
 
 
+# Columns that change with every fetch, whatever the platform says.
+_EVERY_FETCH = frozenset({"fetched_at", "deadline_at"})
+
+
 def _order_pk(shop_id: int, order_id: str) -> int | None:
     return db.session.scalar(sa.select(Order.id).where(Order.shop_id == shop_id, Order.order_id == order_id))
 
@@ -349,9 +354,12 @@ def upsert_after_sale(shop_id: int, detail: dict, fetched_at: datetime | None = 
     if _after_sale_is_stale(row, updated_at, status):
         return Upserted(row, created=False, changed=False)
     changed = row.platform_updated_at != updated_at or row.status != status or row.type != detail.get("type")
+    different = False
     for key, value in _after_sale_fields(detail, status, updated_at, fetched_at, row).items():
-        setattr(row, key, value)
-    if changed:  # the same version again: ``raw`` (deferred: not loaded to compare) is not rewritten
+        if getattr(row, key) != value:
+            setattr(row, key, value)
+            different = different or key not in _EVERY_FETCH
+    if different:  # ``raw`` is deferred (not loaded to compare): rewritten when the detail says something new
         row.raw = detail
     if row.customer_id is None and row.openid:
         row.customer_id = ensure_customer(shop_id, row.openid, detail.get("unionid")).id

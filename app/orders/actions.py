@@ -232,13 +232,15 @@ def request_action(
         elif found.after_sale_pk == after_sale.id:
             pending = found
     if existing is not None:
+        resend = existing.after_sale_pk == after_sale.id  # read before the rollback expires the rows
         db.session.rollback()
-        if existing.after_sale_pk == after_sale.id:
+        if resend:
             return existing, False
         raise ActionError("invalid", _("The action has no valid request id; reload the page."), 400)
     if pending is not None:
+        same_kind = pending.kind == kind
         db.session.rollback()
-        if pending.kind == kind:
+        if same_kind:
             return pending, False  # a double click: the first click's action
         raise ActionError("conflict", _("Another action on this after-sale is being sent to the platform."))
     if kind not in allowed_kinds(after_sale):

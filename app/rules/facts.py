@@ -37,16 +37,21 @@ def _buyer(shop_id: int, openid: str, event_time: datetime, exclude_pk: int | No
     )
     if exclude_pk is not None:
         count = count.where(AfterSale.id != exclude_pk)
-    aggregate = sa.func.json_group_array if db.engine.dialect.name == "sqlite" else sa.func.array_agg
-    tags = sa.select(aggregate(CustomerTag.tag))
+    sqlite = db.engine.dialect.name == "sqlite"
+    # Sorted as ORDER BY tag sorts them: in the database's collation (SQLite's is by code point).
+    tags = sa.select(
+        sa.func.json_group_array(CustomerTag.tag)
+        if sqlite
+        else sa.func.array_agg(CustomerTag.tag).aggregate_order_by(CustomerTag.tag)
+    )
     tags = tags.join(Customer, Customer.id == CustomerTag.customer_id).where(
         Customer.shop_id == shop_id, Customer.openid == openid
     )
     # One round trip for both: the history count and the tags (every evaluation asks).
     history, tag_list = db.session.execute(sa.select(count.scalar_subquery(), tags.scalar_subquery())).one()
-    if isinstance(tag_list, str):  # SQLite's JSON array
-        tag_list = json.loads(tag_list)
-    return {"buyer_after_sales_30d": history or 0, "buyer_tags": sorted(t for t in tag_list or [] if t is not None)}
+    if sqlite:  # a JSON array, in no particular order
+        tag_list = sorted(json.loads(tag_list or "[]"))
+    return {"buyer_after_sales_30d": history or 0, "buyer_tags": list(tag_list or [])}
 
 
 def _order_facts(order: Order | None, event_time: datetime) -> dict:

@@ -37,7 +37,12 @@ def test_the_snapshot_of_an_after_sale(app):
         customer = Customer(shop_id=shop.id, openid="o_buyer")
         db.session.add(customer)
         db.session.flush()
-        db.session.add(CustomerTag(shop_id=shop.id, customer_id=customer.id, tag="vip"))
+        for tag in ("vip", "blacklist-watch", "回头客"):
+            db.session.add(CustomerTag(shop_id=shop.id, customer_id=customer.id, tag=tag))
+        other = Customer(shop_id=shop.id, openid="o_other")
+        db.session.add(other)
+        db.session.flush()
+        db.session.add(CustomerTag(shop_id=shop.id, customer_id=other.id, tag="another buyer's"))
         _after_sale(shop.id, 1, ASKED - timedelta(days=31))  # too old
         _after_sale(shop.id, 2, ASKED - timedelta(days=5))  # counts
         _after_sale(shop.id, 3, ASKED - timedelta(days=2), openid="o_other")  # another buyer
@@ -51,7 +56,7 @@ def test_the_snapshot_of_an_after_sale(app):
     assert snapshot["hours_since_created"] == 3.5
     assert snapshot["skus"] == ["s2"] and snapshot["products"] == ["p1"]
     assert snapshot["buyer_after_sales_30d"] == 1
-    assert snapshot["buyer_tags"] == ["vip"]
+    assert snapshot["buyer_tags"] == ["blacklist-watch", "vip", "回头客"], "this buyer's tags, in order"
     assert snapshot["order_status"] == 20 and snapshot["refund_amount_fen"] == 5000
     assert snapshot["shop_timezone"] == "Europe/Berlin"
     assert snapshot["event_time"] == ASKED.isoformat()
@@ -68,3 +73,4 @@ def test_an_unpaid_order_has_no_hours_since_payment(app):
         snapshot = facts.for_after_sale(current, shop)
         db.session.remove()
     assert snapshot["hours_since_paid"] is None and snapshot["hours_since_created"] == 1.0
+    assert snapshot["buyer_tags"] == [] and snapshot["buyer_after_sales_30d"] == 0, "a buyer with no history"
