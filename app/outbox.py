@@ -57,50 +57,13 @@ def register(operation: str, handler: Handler) -> None:
     HANDLERS[operation] = handler
 
 
-def enqueue(
-    shop_id: int,
-    operation: str,
-    payload: dict[str, Any],
-    key: str,
-    *,
-    subject: tuple[str, str] | None = None,
-    created_by_id: int | None = None,
-) -> OutboxCall:
-    """Add a call in the current transaction; the caller commits and then calls ``wake``."""
+def _new_call(
+    shop_id: int, operation: str, payload: dict[str, Any], key: str, subject: tuple[str, str] | None
+) -> dict[str, Any]:
+    """The columns of a call to queue (either way of queueing one)."""
     if operation not in HANDLERS:
         raise KeyError(f"no outbox handler for {operation!r}")
-    call = OutboxCall(
-        shop_id=shop_id,
-        idempotency_key=key,
-        operation=operation,
-        payload=payload,
-        status=OutboxStatus.PENDING,
-        attempts=0,
-        next_attempt_at=utcnow(),
-        subject_kind=subject[0] if subject else None,
-        subject_id=subject[1] if subject else None,
-        created_by_id=created_by_id,
-    )
-    db.session.add(call)
-    db.session.flush()
-    return call
-
-
-def enqueue_once(
-    shop_id: int,
-    operation: str,
-    payload: dict[str, Any],
-    key: str,
-    *,
-    subject: tuple[str, str] | None = None,
-) -> int | None:
-    """Add a call unless the shop has one with this key, in the current transaction (one
-    ``INSERT ... ON CONFLICT DO NOTHING``): the new call's id, None when the key was queued before
-    (a re-delivered push, a concurrent worker). The caller commits and then calls ``wake``."""
-    if operation not in HANDLERS:
-        raise KeyError(f"no outbox handler for {operation!r}")
-    table = OutboxCall.__table__
-    values = {
+    return {
         "shop_id": shop_id,
         "idempotency_key": key,
         "operation": operation,
@@ -111,6 +74,32 @@ def enqueue_once(
         "subject_kind": subject[0] if subject else None,
         "subject_id": subject[1] if subject else None,
     }
+
+
+def enqueue(
+    shop_id: int,
+    operation: str,
+    payload: dict[str, Any],
+    key: str,
+    *,
+    subject: tuple[str, str] | None = None,
+    created_by_id: int | None = None,
+) -> OutboxCall:
+    """Add a call in the current transaction; the caller commits and then calls ``wake``."""
+    call = OutboxCall(**_new_call(shop_id, operation, payload, key, subject), created_by_id=created_by_id)
+    db.session.add(call)
+    db.session.flush()
+    return call
+
+
+def enqueue_once(
+    shop_id: int, operation: str, payload: dict[str, Any], key: str, *, subject: tuple[str, str] | None = None
+) -> int | None:
+    """Add a call unless the shop has one with this key, in the current transaction (one
+    ``INSERT ... ON CONFLICT DO NOTHING``): the new call's id, None when the key was queued before
+    (a re-delivered push, a concurrent worker). The caller commits and then calls ``wake``."""
+    table = OutboxCall.__table__
+    values = _new_call(shop_id, operation, payload, key, subject)
     stmt = insert_ignoring(table, db.engine.dialect.name, "id")
     session = db.session()
     scope = tenancy.get_scope(session)

@@ -9,21 +9,12 @@ from app.extensions import db
 from app.ingest import store
 from app.models import Customer
 from tests.factories import make_shop
+from tests.statements import statements
 
 
 def _statements(run) -> list[str]:
-    seen: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        seen.append(statement.split(None, 1)[0].upper())
-
-    engine = db.engine
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
-        run()
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
-    return seen
+    """The verb of each statement ``run`` sends."""
+    return [s.split(None, 1)[0].upper() for s in statements(db.engine, run)]
 
 
 def _message(openid: str, msg_id: str) -> dict:

@@ -5,27 +5,16 @@ from __future__ import annotations
 
 from collections import Counter
 
-import sqlalchemy as sa
-
 from app.extensions import db
 from app.ingest import inbox
 from tests.rules.conftest import add_rule
+from tests.statements import statements
 
 
 def _statements(app, run) -> list[str]:
-    seen: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        seen.append(" ".join(statement.split()))
-
     with app.app_context():
         engine = db.engine
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
-        run()
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
-    return seen
+    return statements(engine, run)
 
 
 def _push(desk, record: dict) -> None:
