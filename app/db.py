@@ -126,6 +126,14 @@ def columns_of(table: sa.Table, values: dict, *binds: str) -> dict:
     return values
 
 
+def insert_new(executor, table: sa.Table, values: dict, returning: tuple[str, ...] = ("id",)) -> sa.CursorResult:
+    """Run ``insert_ignoring`` for ``table`` with ``values`` (checked by ``columns_of``) on a
+    connection or a session: the result has the ``returning`` columns of the new row, no row when
+    one with the same unique key exists."""
+    dialect = executor.dialect if isinstance(executor, sa.Connection) else executor.get_bind().dialect
+    return executor.execute(insert_ignoring(table, dialect.name, *returning), columns_of(table, values))
+
+
 def commit_keeping(session, *keep) -> None:
     """Commit, expiring every loaded row except ``keep`` (a plain commit expires them all).
 

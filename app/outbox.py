@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import uuid
@@ -27,7 +28,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app import tenancy
-from app.db import columns_of, commit_keeping, insert_ignoring, sql_literals, utcnow
+from app.db import commit_keeping, insert_new, sql_literals, utcnow
 from app.extensions import db
 from app.ingest.inbox import Claim
 from app.models import OutboxCall, OutboxStatus, Shop
@@ -98,18 +99,14 @@ def enqueue_once(
     """Add a call unless the shop has one with this key, in the current transaction (one
     ``INSERT ... ON CONFLICT DO NOTHING``): the new call's id, None when the key was queued before
     (a re-delivered push, a concurrent worker). The caller commits and then calls ``wake``."""
-    table = OutboxCall.__table__
     values = _new_call(shop_id, operation, payload, key, subject)
-    stmt = insert_ignoring(table, db.engine.dialect.name, "id")
     session = db.session()
     scope = tenancy.get_scope(session)
-    if scope is None:
-        return session.execute(stmt, columns_of(table, values)).scalar()
     # A scoped session (an agent's request) refuses Core statements on shop tables: checked here.
-    if shop_id not in scope:
+    if scope is not None and shop_id not in scope:
         raise tenancy.TenantViolation(f"outbox call for shop {shop_id} outside the session's scope")
-    with tenancy.system_scope(session):
-        return session.execute(stmt, columns_of(table, values)).scalar()
+    with tenancy.system_scope(session) if scope is not None else contextlib.nullcontext():
+        return insert_new(session, OutboxCall.__table__, values).scalar()
 
 
 def retry(call: OutboxCall) -> None:

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app import events
-from app.db import columns_of, insert_ignoring, sql_literals, utcnow
+from app.db import insert_new, sql_literals, utcnow
 from app.extensions import db
 from app.ingest import store
 from app.models import Customer, InboxEvent, InboxStatus, Shop
@@ -88,9 +88,7 @@ def receive(shop_id: int, payload: dict, plaintext: str, connection: sa.Connecti
         "next_attempt_at": now,
         "received_at": now,
     }
-    table = InboxEvent.__table__
-    stmt = insert_ignoring(table, db.engine.dialect.name, "id")  # built once: every push runs it
-    return executor.execute(stmt, columns_of(table, values)).scalar() is not None
+    return insert_new(executor, InboxEvent.__table__, values).scalar() is not None  # its statement built once
 
 
 @dataclass(frozen=True)

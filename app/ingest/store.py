@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from app.db import columns_of, insert_ignoring, sql_literals, utcnow
+from app.db import columns_of, insert_new, sql_literals, utcnow
 from app.extensions import db
 from app.models import (
     AfterSale,
@@ -89,9 +89,7 @@ def insert_or_get(model: type, values: dict[str, Any], lookup: sa.Select) -> tup
     ``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` on both SQLite and PostgreSQL: no exception, no
     savepoint, the transaction carries on either way.
     """
-    table = model.__table__
-    stmt = insert_ignoring(table, db.engine.dialect.name, "id")
-    new_id = db.session.execute(stmt, columns_of(table, values)).scalar()
+    new_id = insert_new(db.session, model.__table__, values).scalar()
     return db.session.scalar(locked(lookup)), new_id is not None
 
 
@@ -152,11 +150,17 @@ def upsert_order(shop_id: int, detail: dict, fetched_at: datetime | None = None)
         return Upserted(order, created=False, changed=False)  # what we have is newer
     changed = created or order.platform_updated_at != updated_at or order.status != status
     _apply_order(order, detail, status, updated_at)
-    # ``raw`` is deferred (not loaded to compare): rewritten when the detail says something new.
-    if changed or db.session.is_modified(order) or any(db.session.is_modified(item) for item in order.items):
-        order.raw = detail
+    _raw_if_new(order, detail, changed, *order.items)
     order.fetched_at = fetched_at or utcnow()
     return Upserted(order, created=created, changed=changed)
+
+
+def _raw_if_new(row, detail: dict, changed: bool, *related) -> None:
+    """``raw`` is deferred (not loaded to compare): rewritten when the detail says something new, a
+    new version or any column it sets (on ``row`` or its ``related`` rows) changed. Call it before
+    setting the columns that change with every fetch."""
+    if changed or db.session.is_modified(row) or any(db.session.is_modified(r) for r in related):
+        row.raw = detail
 
 
 def _apply_order(order: Order, detail: dict, status: int, updated_at: datetime) -> None:
@@ -317,7 +321,7 @@ def _after_sale_fields(detail: dict, status: str, updated_at: datetime, fetched_
     }
 
 
-# Columns that change with every fetch, whatever the platform says.
+# Columns that change with every fetch, whatever the platform says (set after ``_raw_if_new``).
 _EVERY_FETCH = frozenset({"fetched_at", "deadline_at"})
 
 
@@ -354,13 +358,13 @@ def upsert_after_sale(shop_id: int, detail: dict, fetched_at: datetime | None = 
     if _after_sale_is_stale(row, updated_at, status):
         return Upserted(row, created=False, changed=False)
     changed = row.platform_updated_at != updated_at or row.status != status or row.type != detail.get("type")
-    different = False
-    for key, value in _after_sale_fields(detail, status, updated_at, fetched_at, row).items():
-        if getattr(row, key) != value:
-            setattr(row, key, value)
-            different = different or key not in _EVERY_FETCH
-    if different:  # ``raw`` is deferred (not loaded to compare): rewritten when the detail says something new
-        row.raw = detail
+    fields = _after_sale_fields(detail, status, updated_at, fetched_at, row)
+    every_fetch = {key: fields.pop(key) for key in _EVERY_FETCH}
+    for key, value in fields.items():
+        setattr(row, key, value)
+    _raw_if_new(row, detail, changed)
+    for key, value in every_fetch.items():
+        setattr(row, key, value)
     if row.customer_id is None and row.openid:
         row.customer_id = ensure_customer(shop_id, row.openid, detail.get("unionid")).id
     if row.order_pk is None:
@@ -556,7 +560,6 @@ def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
     inserts nothing), update the conversation. Three statements for a buyer who is already talking.
     """
     connection = db.session.connection()
-    dialect = connection.dialect.name
     msg_id = str(payload["msg_id"])
     openid = str(payload["FromUserName"])
     now = utcnow()
@@ -575,10 +578,8 @@ def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
             return duplicate  # pushed again after its conversation was resolved: opens nothing
         if customer is None:
             # Seen now: a new buyer needs no second UPDATE for it below.
-            added = connection.execute(
-                insert_ignoring(_customers, dialect, "id", "last_seen_at"),
-                columns_of(_customers, {**buyer, "created_at": now, "last_seen_at": now}),
-            ).first()
+            seen = {**buyer, "created_at": now, "last_seen_at": now}
+            added = insert_new(connection, _customers, seen, ("id", "last_seen_at")).first()
             customer = added or connection.execute(_customer_lookup(), buyer).one()  # or a concurrent writer's
         opened = {
             "shop_id": shop_id,
@@ -592,9 +593,7 @@ def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
             "created_at": now,
             "updated_at": now,
         }
-        added_id = connection.execute(
-            insert_ignoring(_conversations, dialect, "id"), columns_of(_conversations, opened)
-        ).scalar()
+        added_id = insert_new(connection, _conversations, opened).scalar()
         new_conversation = added_id is not None
         conversation = _state(connection, True, shop_id=shop_id, openid=openid)
 
@@ -620,7 +619,7 @@ def store_buyer_message(shop_id: int, payload: dict) -> StoredMessage:
         "platform_time": platform_time,
         "created_at": now,
     }
-    message_id = connection.execute(insert_ignoring(_messages, dialect, "id"), columns_of(_messages, filed)).scalar()
+    message_id = insert_new(connection, _messages, filed).scalar()
     if message_id is None:  # pushed again: filed before, nothing changes
         return _filed(connection, shop_id, msg_id)
 

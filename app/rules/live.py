@@ -33,7 +33,7 @@ from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from app import audit, events, outbox
-from app.db import columns_of, insert_ignoring, utcnow
+from app.db import insert_new, utcnow
 from app.extensions import db
 from app.ingest.store import ensure_customer, insert_or_get, locked
 from app.models import (
@@ -446,9 +446,7 @@ def _used_today(shop_id: int, tz, now: datetime | None = None) -> tuple[int, int
 
 def _insert_decision(values: dict) -> int | None:
     """Insert-or-nothing on the idempotency key: the new id, None when it exists (decided elsewhere)."""
-    table = RuleDecision.__table__
-    stmt = insert_ignoring(table, db.engine.dialect.name, "id")
-    return db.session.execute(stmt, columns_of(table, values)).scalar()
+    return insert_new(db.session, RuleDecision.__table__, values).scalar()
 
 
 def _note_for_people(context: _Context, note: str, decision_id: int) -> None:

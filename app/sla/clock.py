@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from app import events, tenancy
-from app.db import columns_of, insert_ignoring, utcnow
+from app.db import insert_new, utcnow
 from app.extensions import db
 from app.models import Message, MessageDirection, ReplyTurn, TurnOutcome
 from app.sla import rollup
@@ -75,8 +75,7 @@ def start_turn(connection: sa.Connection, shop_id: int, conversation, seq: int, 
         "first_of_day": False,
         "created_at": utcnow(),
     }
-    stmt = insert_ignoring(_turns, connection.dialect.name, "id")
-    turn_id = connection.execute(stmt, columns_of(_turns, values)).scalar()
+    turn_id = insert_new(connection, _turns, values).scalar()
     if turn_id is None:
         return None
     return {
