@@ -132,9 +132,17 @@ def test_a_refused_send_fails_visibly_and_a_retry_delivers_it_once(app, simulato
     sim_shop.faults.update(api_errors={"/channels/ec/commkf/sendmsg": 47001})
     rid = request_id()
     sent = agent.ok("message.send", {"conversation_id": cid, "request_id": rid, "text": "可以的"})["message"]
-    assert wait_until(lambda: message_state(app, sent["id"]) == "failed")
-    failed = [u["message"] for u in agent.received("message.updated") if u["message"]["id"] == sent["id"]]
-    assert failed and failed[-1]["delivery_error"] and "47001" in failed[-1]["delivery_error"]
+    # The state is committed before the console is told, so wait for the event itself, not the row.
+    updates: list[dict] = []
+
+    def told_failed() -> bool:
+        updates.extend(u["message"] for u in agent.received("message.updated") if u["message"]["id"] == sent["id"])
+        return any(u["delivery_state"] == "failed" for u in updates)
+
+    assert wait_until(told_failed)
+    assert message_state(app, sent["id"]) == "failed"
+    failed = [u for u in updates if u["delivery_state"] == "failed"]
+    assert failed[-1]["delivery_error"] and "47001" in failed[-1]["delivery_error"]
     with app.app_context():
         assert db.session.get(Conversation, cid).replies_since_buyer == 0, "an unsent message gives its slot back"
         db.session.remove()
