@@ -134,6 +134,20 @@ def insert_new(executor, table: sa.Table, values: dict, returning: tuple[str, ..
     return executor.execute(insert_ignoring(table, dialect.name, *returning), columns_of(table, values))
 
 
+@functools.cache
+def _insert_ignoring_entity(model: type, dialect: str) -> sa.Insert:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(model).on_conflict_do_nothing().returning(model)
+
+
+def insert_new_row(session, model: type, values: dict):
+    """Like ``insert_new`` with ``model``'s table, the new row returned as the model's object: in the
+    session, loaded from RETURNING (not read again after the INSERT). None when a row with the same
+    unique key exists."""
+    statement = _insert_ignoring_entity(model, session.get_bind().dialect.name)
+    return session.scalars(statement, columns_of(model.__table__, values)).first()
+
+
 def commit_keeping(session, *keep) -> None:
     """Commit, expiring every loaded row except ``keep`` (a plain commit expires them all).
 

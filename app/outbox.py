@@ -26,6 +26,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app import tenancy
 from app.db import commit_keeping, insert_new, sql_literals, utcnow
@@ -257,6 +258,7 @@ def process_claimed(claimed: Claim) -> int:
         # No transaction (and no lock) held while the platform answers; the call and its shop are
         # used as just read (nothing wrote them since the claim), not read again.
         commit_keeping(db.session, call, shop)
+        as_claimed = {key: getattr(call, key) for key in _columns()}
         try:
             if handler is None:
                 raise RuntimeError(f"no outbox handler for {call.operation!r}")
@@ -267,8 +269,8 @@ def process_claimed(claimed: Claim) -> int:
             _expire(call, shop)  # the outcome is written from the rows as read then
             _retry_or_fail(call_id, claimed.token, handler, exc)
             continue
-        _expire(call, shop)
-        announcements = _succeed(call_id, claimed.token, handler, answer)
+        _expire(shop)
+        announcements = _succeed(call_id, call, as_claimed, claimed.token, handler, answer)
         if announcements is None:
             continue
         done += 1
@@ -300,17 +302,41 @@ def _held(call_id: int, token: str) -> OutboxCall | None:
     return db.session.scalar(locked(sa.select(OutboxCall).where(_mine(call_id, token))))
 
 
-def _succeed(call_id: int, token: str, handler: Handler, answer: dict) -> list[Announcement] | None:
-    call = _held(call_id, token)
-    if call is None:  # the lease was taken over; the other worker's outcome stands
+@functools.cache
+def _succeeded_statement() -> sa.Update:
+    """Succeeded, if this claim still holds the call (bound: ``call_id``, ``token``, ``response``,
+    ``completed_at``); returns the attempts. Built once: every call runs one."""
+    table = OutboxCall.__table__
+    return (
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("call_id"), table.c.status == OutboxStatus.IN_FLIGHT,
+               table.c.claim_token == sa.bindparam("token"))
+        .values(status=OutboxStatus.SUCCEEDED, attempts=table.c.attempts + 1, last_error=None, claim_token=None)
+        .returning(table.c.attempts)
+    )
+
+
+@functools.cache
+def _columns() -> tuple[str, ...]:
+    return tuple(attr.key for attr in sa.inspect(OutboxCall).column_attrs)
+
+
+def _succeed(call_id: int, call: OutboxCall, as_claimed: dict[str, Any], token: str, handler: Handler,
+             answer: dict) -> list[Announcement] | None:
+    """Mark the call succeeded and run its handler in one transaction. The UPDATE is guarded by the
+    claim and holds the row until the commit, so a takeover cannot slip in between. The handler
+    gets the call as claimed (its key, operation and payload never change) with what the UPDATE
+    wrote, not read again (the handler's own commits expired it)."""
+    completed_at = utcnow()
+    params = {"call_id": call_id, "token": token, "response": answer, "completed_at": completed_at}
+    attempts = db.session.connection().execute(_succeeded_statement(), params).scalar()
+    if attempts is None:  # the lease was taken over; the other worker's outcome stands
         db.session.rollback()
         return None
-    call.status = OutboxStatus.SUCCEEDED
-    call.attempts += 1
-    call.response = answer
-    call.completed_at = utcnow()
-    call.last_error = None
-    call.claim_token = None
+    written = {"status": OutboxStatus.SUCCEEDED, "attempts": attempts, "response": answer,
+               "completed_at": completed_at, "last_error": None, "claim_token": None}
+    for key, value in {**as_claimed, **written}.items():
+        set_committed_value(call, key, value)
     announcements = handler.succeeded(call, answer)
     db.session.commit()
     return announcements

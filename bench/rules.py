@@ -17,7 +17,9 @@ every push about them handled (not measured); then:
   after their order's first: the floor for clearing the burst is 60 s (the platform page documents no
   other number: the per-minute API quota 45011 has no published size). `cleared_s` is from the first
   after-sale to the last successful acceptapply; `first_refunds_cleared_s` the same for the after-sales
-  that the per-order limit does not hold back (our own throughput).
+  that the per-order limit does not hold back (our own throughput);
+  `first_refund_of_twice_refunded_orders_s` when the first refund of each order refunded twice went
+  out (the burst clears no sooner than the last of these + 60 s).
 
 Checks: every after-sale refunded by exactly one successful acceptapply; the platform's refusals
 (10021059 = we called too early) counted. Exits 1 when a case was not refunded exactly once.
@@ -45,6 +47,7 @@ import argparse
 import itertools
 import logging
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -337,13 +340,14 @@ def main() -> None:
     to_call = [first_ok(i) - decided[i] for i in latency_ids if first_ok(i) and decided.get(i)]
     burst_done = [first_ok(i) for i in burst_ids if first_ok(i)]
     first_done = [first_ok(i) for i in burst_ids - seconds if first_ok(i)]
-    second_wait = []
+    second_wait, first_of_twice = [], []
     for order_id in burst_order_ids[: args.second]:
         with simulator.platform.lock:
             ids = [a for a, r in sim_shop.after_sales.items() if r["order_id"] == order_id]
         times = sorted(t for a in ids for t in ok_calls.get(a, []))
         if len(times) == 2:
             second_wait.append(times[1] - times[0])
+            first_of_twice.append(times[0] - burst_start)
     cleared = (max(burst_done) - burst_start) if len(burst_done) == len(burst_ids) else None
     floor = FLOOR_PER_ORDER_S if args.second else 0.0
     latency = summary_ms(lat)
@@ -373,6 +377,12 @@ def main() -> None:
                 "over_floor_s": round(cleared - floor, 2) if cleared is not None else None,
                 "second_refund_gap_s": summary_ms(second_wait) | {"min_s": round(min(second_wait), 2)}
                 if second_wait
+                else None,
+                # When the first refund of each order refunded twice went out (from the burst's
+                # start): the burst cannot clear before the last of these + the per-order 60 s.
+                "first_refund_of_twice_refunded_orders_s": {
+                    "p50": round(statistics.median(first_of_twice), 2), "max": round(max(first_of_twice), 2)}
+                if first_of_twice
                 else None,
                 # CPU over the burst: the desk's web worker (inbox, rules, outbox), this process
                 # (the simulator answering and pushing), PostgreSQL; how busy the machine was.

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from app.db import columns_of, insert_new, sql_literals, utcnow
+from app.db import columns_of, insert_new, insert_new_row, sql_literals, utcnow
 from app.extensions import db
 from app.models import (
     AfterSale,
@@ -84,13 +84,17 @@ class Upserted:
 
 
 def insert_or_get(model: type, values: dict[str, Any], lookup: sa.Select) -> tuple[Any, bool]:
-    """Insert a row unless one with the same unique key exists (a concurrent writer's); return the row.
+    """Insert a row unless one with the same unique key exists (a concurrent writer's); return the
+    row and whether it is new.
 
-    ``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` on both SQLite and PostgreSQL: no exception, no
-    savepoint, the transaction carries on either way.
+    ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` the row on both SQLite and PostgreSQL: no
+    exception, no savepoint, the transaction carries on either way. A new row comes back from the
+    INSERT (locked by it until the commit); an existing one is read with ``lookup``, locked.
     """
-    new_id = insert_new(db.session, model.__table__, values).scalar()
-    return db.session.scalar(locked(lookup)), new_id is not None
+    row = insert_new_row(db.session, model, values)
+    if row is not None:
+        return row, True
+    return db.session.scalar(locked(lookup)), False
 
 
 def ensure_customer(shop_id: int, openid: str, unionid: str | None = None, nickname: str | None = None) -> Customer:

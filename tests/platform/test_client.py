@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from app.db import utcnow
 from app.extensions import db
 from app.models import ApiBlock, PlatformToken, Shop
+from app.platform import client as platform_client
 from app.platform import client_for
 from app.platform.client import (
     ApiBlocked,
@@ -17,9 +18,11 @@ from app.platform.client import (
     BusinessError,
     Credentials,
     NotAuthorized,
+    PlatformClient,
     PlatformUnavailable,
     QuotaExhausted,
     RateLimited,
+    TokenStore,
 )
 from app.platform.simulator.scenario import CATALOGUE, new_buyer
 
@@ -56,6 +59,42 @@ def test_an_expired_token_is_refreshed_once_and_the_call_retried(app, simulator,
     assert sim_shop.current_token != first
     errcodes = [c[3] for c in simulator.platform.calls(sim_shop, "/channels/ec/merchant/address/list")]
     assert errcodes == [0, 42001, 0]
+
+
+def _proxy_environment(monkeypatch, proxy: str, no_proxy: str | None) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy",
+                 "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    if no_proxy is not None:
+        monkeypatch.setenv("NO_PROXY", no_proxy)
+    monkeypatch.setattr(platform_client, "_environments", {})  # read again under this environment
+
+
+def _client_at(app, shop_id: int, sim_shop, base_url: str) -> PlatformClient:
+    with app.app_context():
+        engine = db.engine
+    return PlatformClient(Credentials(shop_id, sim_shop.appid, sim_shop.secret, base_url), TokenStore(engine),
+                          max_attempts=1)
+
+
+def test_calls_go_through_the_environment_s_proxy(app, simulator, polled_shop, monkeypatch):
+    """A desk behind an egress proxy (HTTP_PROXY): the platform's host is reached through it. The
+    simulator plays the proxy here: it serves the absolute URL's path."""
+    shop_id, sim_shop = polled_shop
+    _proxy_environment(monkeypatch, simulator.url, None)
+    listed = len(simulator.platform.calls(sim_shop, "/channels/ec/merchant/address/list"))
+    assert _client_at(app, shop_id, sim_shop, "http://platform.invalid").list_addresses() is not None
+    assert len(simulator.platform.calls(sim_shop, "/channels/ec/merchant/address/list")) == listed + 1
+
+
+def test_no_proxy_is_honoured_and_a_dead_proxy_surfaces(app, simulator, polled_shop, monkeypatch):
+    shop_id, sim_shop = polled_shop
+    _proxy_environment(monkeypatch, "http://127.0.0.1:9", "127.0.0.1")
+    assert _client_at(app, shop_id, sim_shop, simulator.url).list_addresses() is not None
+    _proxy_environment(monkeypatch, "http://127.0.0.1:9", None)
+    with pytest.raises(PlatformUnavailable):
+        _client_at(app, shop_id, sim_shop, simulator.url).list_addresses()
 
 
 def test_busy_is_retried_with_backoff(app, simulator, client):

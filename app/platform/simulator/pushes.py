@@ -116,6 +116,7 @@ class PushSender:
 
     def _run(self) -> None:
         session = requests.Session()
+        session.trust_env = False  # pushes go straight to the desk's URL: no proxy, no .netrc, no scan per push
         while True:
             with self._cv:
                 while not self._stopping and (not self._heap or self._heap[0].due > time.monotonic() or self.is_down()):
