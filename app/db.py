@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -132,6 +133,36 @@ def insert_new(executor, table: sa.Table, values: dict, returning: tuple[str, ..
     one with the same unique key exists."""
     dialect = executor.dialect if isinstance(executor, sa.Connection) else executor.get_bind().dialect
     return executor.execute(insert_ignoring(table, dialect.name, *returning), columns_of(table, values))
+
+
+# A two-lane queue's claim (the inbox: buyer messages, then everything; the outbox: calls people
+# wait on, then everything): the first lane's rows, or the second's when none is due.
+FIRST_LANE, SECOND_LANE, BOTH_LANES = "first", "second", "both"
+
+
+def claimed_ids(id_column, dialect: str, lane: str, candidates: Callable[[bool], sa.Select]) -> sa.ColumnElement[bool]:
+    """The claim's condition on ids, for ``lane``; ``candidates(first_lane)`` builds a lane's locking
+    selection. ``= ANY(ARRAY(...))`` on PostgreSQL rather than ``IN``: a locking subquery under
+    ``IN`` may be run again per row updated, and with SKIP LOCKED pick further rows.
+
+    ``BOTH_LANES`` (PostgreSQL): ``id = ANY(COALESCE(NULLIF(ARRAY(first), '{}'), ARRAY(second)))``,
+    both lanes in one statement. Each ``ARRAY(...)`` is an uncorrelated subquery (an InitPlan), run
+    only when first needed, so the second lane's locking subquery runs only when the first found
+    nothing (``EXPLAIN ANALYZE``: "never executed")."""
+    if lane == BOTH_LANES:
+        first, second = (sa.func.array(candidates(only_first).scalar_subquery()) for only_first in (True, False))
+        return id_column == sa.any_(sa.func.coalesce(sa.func.nullif(first, sa.literal_column("'{}'")), second))
+    chosen = candidates(lane == FIRST_LANE).scalar_subquery()
+    return id_column == sa.any_(sa.func.array(chosen)) if dialect == "postgresql" else id_column.in_(chosen)
+
+
+def claim_rows(connection: sa.Connection, statement: Callable[[str], sa.Executable], params: dict) -> list:
+    """Run a two-lane claim (``statement(lane)``): one statement on PostgreSQL; on SQLite (one
+    process) the first lane, then the second if the first took nothing."""
+    if connection.dialect.name == "postgresql":
+        return connection.execute(statement(BOTH_LANES), params).all()
+    return connection.execute(statement(FIRST_LANE), params).all() or connection.execute(
+        statement(SECOND_LANE), params).all()
 
 
 @functools.cache

@@ -29,7 +29,7 @@ from flask import current_app
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app import tenancy
-from app.db import commit_keeping, insert_new, sql_literals, utcnow
+from app.db import claim_rows, claimed_ids, commit_keeping, insert_new, sql_literals, utcnow
 from app.extensions import db
 from app.ingest.inbox import Claim
 from app.models import OutboxCall, OutboxStatus, Shop
@@ -155,32 +155,26 @@ def _in_turn():
 
 
 @functools.cache
-def _claim_statement(dialect: str, limit: int, urgent_only: bool) -> sa.Update:
+def _claim_statement(dialect: str, limit: int, lane: str) -> sa.Update:
     """The claim, built once per dialect, batch size and lane; ``now``, ``lease_until``, ``token``
-    bound per call."""
+    bound per call. The first lane: the urgent calls."""
     columns = OutboxCall.__table__.c
     now = sa.bindparam("now", type_=columns.next_attempt_at.type)
     # Pending, or in flight with its lease run out; matches ix_outbox_calls_unfinished (see the inbox's).
     due = sa.and_(OutboxCall.status.in_(UNFINISHED), OutboxCall.next_attempt_at <= now)
-    if urgent_only:
-        due = sa.and_(due, URGENT)
-    candidates = (
-        sa.select(OutboxCall.id)
-        .where(due, _in_turn())
-        .order_by(OutboxCall.id)
-        .limit(limit)
-    )
-    if dialect == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True, of=OutboxCall)
-        # = ANY(ARRAY(...)): the locking subquery runs once. Under ``IN (...)`` the planner may run it
-        # again for each row it updates, and with SKIP LOCKED each run picks further rows: a claim
-        # of one then takes two (seen with the outbox's lane condition).
-        picked = OutboxCall.id == sa.any_(sa.func.array(candidates.scalar_subquery()))
-    else:
-        picked = OutboxCall.id.in_(candidates.scalar_subquery())
+
+    def candidates(urgent_only: bool) -> sa.Select:
+        picked = (
+            sa.select(OutboxCall.id)
+            .where(sa.and_(due, URGENT) if urgent_only else due, _in_turn())
+            .order_by(OutboxCall.id)
+            .limit(limit)
+        )
+        return picked.with_for_update(skip_locked=True, of=OutboxCall) if dialect == "postgresql" else picked
+
     return (
         sa.update(OutboxCall)
-        .where(picked, due)
+        .where(claimed_ids(OutboxCall.id, dialect, lane, candidates), due)
         .values(
             status=OutboxStatus.IN_FLIGHT,
             next_attempt_at=sa.bindparam("lease_until", type_=columns.next_attempt_at.type),
@@ -238,9 +232,8 @@ def claim(limit: int = 10) -> Claim:
     token = uuid.uuid4().hex
     params = {"now": now, "lease_until": now + LEASE, "token": token}
     dialect = db.engine.dialect.name
-    ids = sorted(db.session.connection().execute(_claim_statement(dialect, limit, True), params).scalars())
-    if not ids:
-        ids = sorted(db.session.connection().execute(_claim_statement(dialect, limit, False), params).scalars())
+    rows = claim_rows(db.session.connection(), lambda lane: _claim_statement(dialect, limit, lane), params)
+    ids = sorted(call_id for (call_id,) in rows)
     db.session.commit()
     return Claim(token, ids)
 

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app import events
-from app.db import insert_new, sql_literals, utcnow
+from app.db import SECOND_LANE, claim_rows, claimed_ids, insert_new, sql_literals, utcnow
 from app.extensions import db
 from app.ingest import store
 from app.models import Customer, InboxEvent, InboxStatus, Shop
@@ -131,44 +131,40 @@ UNFINISHED = sql_literals(InboxStatus.PENDING.value, InboxStatus.PROCESSING.valu
 
 
 @functools.cache
-def _claim_statement(dialect: str, limit: int, messages_only: bool = False) -> sa.Update:
+def _claim_statement(dialect: str, limit: int, lane: str = SECOND_LANE) -> sa.Update:
     """The claim, built once per dialect, batch size and lane (building it costs more than running
-    it); ``now``, ``lease_until`` and ``token`` are bound per call. ``messages_only``: buyer messages."""
+    it); ``now``, ``lease_until`` and ``token`` are bound per call. The first lane: buyer messages."""
     now = sa.bindparam("now", type_=InboxEvent.__table__.c.next_attempt_at.type)
     # Pending, or processing with its lease run out (its worker died). The status test matches
     # ix_inbox_events_unfinished, so the claim reads unfinished events in id order and stops early.
     due = sa.and_(InboxEvent.status.in_(UNFINISHED), InboxEvent.next_attempt_at <= now)
-    if messages_only:  # matches ix_inbox_events_messages_unfinished
-        due = sa.and_(due, InboxEvent.subject.is_not(None))
-    earlier = sa.orm.aliased(InboxEvent)
-    # A buyer's next message waits until the one before it is handled (chat order = arrival order).
-    blocked = (
-        sa.select(earlier.id)
-        .where(
-            earlier.shop_id == InboxEvent.shop_id,
-            earlier.subject == InboxEvent.subject,
-            earlier.id < InboxEvent.id,
-            earlier.status.in_(UNFINISHED),
+
+    def candidates(messages_only: bool) -> sa.Select:
+        # matches ix_inbox_events_messages_unfinished when messages_only
+        lane_due = sa.and_(due, InboxEvent.subject.is_not(None)) if messages_only else due
+        earlier = sa.orm.aliased(InboxEvent)
+        # A buyer's next message waits until the one before it is handled (chat order = arrival order).
+        blocked = (
+            sa.select(earlier.id)
+            .where(
+                earlier.shop_id == InboxEvent.shop_id,
+                earlier.subject == InboxEvent.subject,
+                earlier.id < InboxEvent.id,
+                earlier.status.in_(UNFINISHED),
+            )
+            .exists()
         )
-        .exists()
-    )
-    candidates = (
-        sa.select(InboxEvent.id)
-        .where(due, sa.or_(InboxEvent.subject.is_(None), ~blocked))
-        .order_by(InboxEvent.id)
-        .limit(limit)
-    )
-    if dialect == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True, of=InboxEvent)
-        # = ANY(ARRAY(...)): the locking subquery runs once. Under ``IN (...)`` the planner may run it
-        # again for each row it updates, and with SKIP LOCKED each run picks further rows: a claim
-        # of one then takes two (seen with the outbox's lane condition).
-        picked = InboxEvent.id == sa.any_(sa.func.array(candidates.scalar_subquery()))
-    else:
-        picked = InboxEvent.id.in_(candidates.scalar_subquery())
+        picked = (
+            sa.select(InboxEvent.id)
+            .where(lane_due, sa.or_(InboxEvent.subject.is_(None), ~blocked))
+            .order_by(InboxEvent.id)
+            .limit(limit)
+        )
+        return picked.with_for_update(skip_locked=True, of=InboxEvent) if dialect == "postgresql" else picked
+
     return (
         sa.update(InboxEvent)
-        .where(picked, due)
+        .where(claimed_ids(InboxEvent.id, dialect, lane, candidates), due)
         .values(
             status=InboxStatus.PROCESSING,
             next_attempt_at=sa.bindparam("lease_until", type_=InboxEvent.__table__.c.next_attempt_at.type),
@@ -193,9 +189,7 @@ def claim(limit: int = 20) -> Claim:
     # Two lanes: buyer messages first (no platform call, and a person is waiting for each), then
     # everything (orders and after-sales fetch their details: in a livestream's burst of
     # after-sales, a buyer's message no longer waits behind every push that came before it).
-    rows = db.session.connection().execute(_claim_statement(dialect, limit, True), params).all()
-    if not rows:
-        rows = db.session.connection().execute(_claim_statement(dialect, limit, False), params).all()
+    rows = claim_rows(db.session.connection(), lambda lane: _claim_statement(dialect, limit, lane), params)
     items = {event_id: (shop_id, payload) for event_id, shop_id, payload in rows}
     db.session.commit()
     return Claim(token, sorted(items), items)

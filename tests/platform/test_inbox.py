@@ -10,7 +10,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from app.db import utcnow
+from app.db import BOTH_LANES, FIRST_LANE, utcnow
 from app.extensions import db
 from app.ingest import inbox, pollers, store
 from app.models import ApiBlock, Conversation, InboxEvent, InboxStatus, Message, Order, Shop
@@ -18,6 +18,7 @@ from app.platform.simulator.scenario import CATALOGUE, new_buyer
 from app.platform.simulator.state import NOT_FOUND, ApiError
 from tests.factories import make_shop
 from tests.platform.conftest import connect_shop
+from tests.statements import statements
 
 
 def _message(msg_id: str, create_time: int | None = None) -> dict:
@@ -294,12 +295,52 @@ def test_claims_read_only_unfinished_events_through_the_partial_index(app, shops
         compiled = stmt.compile(dialect=db.engine.dialect)
         params = {**compiled.params, "now": now, "lease_until": now, "token": "explain"}
         plan = "\n".join(db.session.connection().exec_driver_sql("EXPLAIN " + str(compiled), params).scalars())
-        lane = _claim_statement(db.engine.dialect.name, 2, True).compile(dialect=db.engine.dialect)
-        lane_params = {**lane.params, "now": now, "lease_until": now, "token": "explain"}
-        lane_plan = "\n".join(db.session.connection().exec_driver_sql("EXPLAIN " + str(lane), lane_params).scalars())
+        plans = {}
+        for lane in (FIRST_LANE, BOTH_LANES):
+            compiled = _claim_statement(db.engine.dialect.name, 2, lane).compile(dialect=db.engine.dialect)
+            lane_params = {**compiled.params, "now": now, "lease_until": now, "token": "explain"}
+            plans[lane] = "\n".join(
+                db.session.connection().exec_driver_sql("EXPLAIN " + str(compiled), lane_params).scalars())
         db.session.rollback()
         assert "ix_inbox_events_unfinished" in plan, plan
-        assert "_unfinished" in lane_plan, lane_plan  # a partial index, not every row
+        assert "_unfinished" in plans[FIRST_LANE], plans[FIRST_LANE]  # a partial index, not every row
+        # Both lanes in one statement: each lane's subquery walks a partial index.
+        assert plans[BOTH_LANES].count("_unfinished") >= 2, plans[BOTH_LANES]
+        db.session.remove()
+
+
+def test_one_claim_statement_takes_the_messages_lane_without_touching_the_other(app, shops):
+    """PostgreSQL claims both lanes in one statement; while a message is due, the other lane's
+    locking subquery never runs: the pushes ahead of the message are neither claimed nor locked."""
+    from app.ingest.inbox import _claim_statement
+
+    with app.app_context():
+        if db.engine.dialect.name != "postgresql":
+            db.session.remove()
+            pytest.skip("PostgreSQL claims both lanes in one statement; SQLite runs them one after the other")
+        _receive(shops[0], {"Event": "channels_ec_some_new_event", "CreateTime": 1, "n": 0})
+        _receive(shops[0], _message("lane-one"))
+        other = db.session.scalar(sa.select(InboxEvent.id).where(InboxEvent.subject.is_(None)))
+        db.session.commit()
+        now = utcnow()
+        # The claim's transaction still open: is the other lane's row locked?
+        rows = db.session.connection().execute(
+            _claim_statement("postgresql", 2, BOTH_LANES), {"now": now, "lease_until": now, "token": "t"}).all()
+        assert [payload["Event"] for _id, _shop, payload in rows] == ["commkf_send_msg_to_kf"]
+        with db.engine.connect() as conn:
+            free = conn.execute(sa.text("SELECT id FROM inbox_events WHERE id = :id FOR UPDATE NOWAIT"),
+                                {"id": other}).all()
+            conn.rollback()
+        db.session.rollback()
+        assert free == [(other,)], "the other lane's subquery did not run"
+        # Through claim(): one statement either way; the messages first, then the others.
+        taken: list = []
+        sent = statements(db.engine, lambda: taken.append(inbox.claim(limit=2)))
+        assert [payload["Event"] for _shop, payload in taken[0].items.values()] == ["commkf_send_msg_to_kf"]
+        assert len([s for s in sent if s.startswith("UPDATE inbox_events")]) == 1
+        assert [payload["n"] for _shop, payload in inbox.claim(limit=2).items.values()] == [0]
+        sent = statements(db.engine, lambda: taken.append(inbox.claim(limit=2)))
+        assert taken[-1].ids == [] and len([s for s in sent if s.startswith("UPDATE")]) == 1, "an empty claim: one"
         db.session.remove()
 
 

@@ -9,6 +9,7 @@ from app.extensions import db
 from app.orders.actions import OPERATION as ACTION_OPERATION
 from app.rules.live import OPERATION as EVALUATE
 from tests.factories import make_shop
+from tests.statements import statements
 
 
 def _queue(shop_id: int, operation: str, key: str, subject: tuple[str, str]) -> int:
@@ -40,3 +41,20 @@ def test_an_approval_still_waits_for_the_evaluation_before_it_on_its_order(app):
         assert outbox.claim(5).ids == [], "the approval waits until the evaluation is finished"
         db.session.remove()
         assert approval > evaluation
+
+
+def test_postgresql_claims_both_lanes_in_one_statement(app):
+    """While nothing urgent is due, the same statement takes the evaluations; an empty claim is one
+    statement too (SQLite, one process, runs the lanes one after the other)."""
+    with app.app_context():
+        shop = make_shop("店")
+        db.session.commit()
+        evaluation = _queue(shop.id, EVALUATE, "e1", ("rules", "after_sale:1"))
+        reply = _queue(shop.id, SEND_OPERATION, "r1", ("conversation", "7"))
+        lanes = 1 if db.engine.dialect.name == "postgresql" else 2
+        taken: list = []
+        for expected, statements_at_most in (([reply], 1), ([evaluation], lanes), ([], lanes)):
+            sent = statements(db.engine, lambda: taken.append(outbox.claim(5)))
+            assert taken[-1].ids == expected
+            assert len([s for s in sent if s.startswith("UPDATE outbox_calls")]) == statements_at_most
+        db.session.remove()
