@@ -135,6 +135,23 @@ def insert_new(executor, table: sa.Table, values: dict, returning: tuple[str, ..
     return executor.execute(insert_ignoring(table, dialect.name, *returning), columns_of(table, values))
 
 
+def in_turn(model: type, unfinished, *subject: str) -> sa.ColumnElement[bool]:
+    """A queue's per-subject order: a row with a subject (the columns ``subject`` name, the last one
+    NULL for none) goes only when no earlier row of its shop and subject is unfinished."""
+    earlier = sa.orm.aliased(model)
+    blocked = (
+        sa.select(earlier.id)
+        .where(
+            earlier.shop_id == model.shop_id,
+            *(getattr(earlier, name) == getattr(model, name) for name in subject),
+            earlier.id < model.id,
+            earlier.status.in_(unfinished),
+        )
+        .exists()
+    )
+    return sa.or_(getattr(model, subject[-1]).is_(None), ~blocked)
+
+
 # A two-lane queue's claim (the inbox: buyer messages, then everything; the outbox: calls people
 # wait on, then everything): the first lane's rows, or the second's when none is due.
 FIRST_LANE, SECOND_LANE, BOTH_LANES = "first", "second", "both"

@@ -29,7 +29,7 @@ from flask import current_app
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app import tenancy
-from app.db import claim_rows, claimed_ids, commit_keeping, insert_new, sql_literals, utcnow
+from app.db import claim_rows, claimed_ids, commit_keeping, in_turn, insert_new, sql_literals, utcnow
 from app.extensions import db
 from app.ingest.inbox import Claim
 from app.models import OutboxCall, OutboxStatus, Shop
@@ -139,19 +139,7 @@ URGENT = sa.text(f"outbox_calls.operation <> '{BACKGROUND_OPERATION}'")
 
 def _in_turn():
     """Per-subject order: a call with a subject goes only when no earlier call of it is unfinished."""
-    earlier = sa.orm.aliased(OutboxCall)
-    blocked = (
-        sa.select(earlier.id)
-        .where(
-            earlier.shop_id == OutboxCall.shop_id,
-            earlier.subject_kind == OutboxCall.subject_kind,
-            earlier.subject_id == OutboxCall.subject_id,
-            earlier.id < OutboxCall.id,
-            earlier.status.in_(UNFINISHED),
-        )
-        .exists()
-    )
-    return sa.or_(OutboxCall.subject_id.is_(None), ~blocked)
+    return in_turn(OutboxCall, UNFINISHED, "subject_kind", "subject_id")
 
 
 @functools.cache

@@ -195,17 +195,18 @@ def send_reply(
     """Queue an agent's reply; returns the message (state ``pending``). Idempotent on ``request_id``."""
     if not REQUEST_ID_RE.match(request_id or ""):
         raise DeskError("invalid", _("The message has no valid request id; reload the page."))
+    changes = Changes()
+    conversation = lock_conversation(conversation_id)
+    # Looked up once, under the lock: a resend after a lost acknowledgement, or a concurrent resend
+    # that got here first, finds the message queued before.
     existing = _existing_request(request_id)
     if existing is not None:
         if existing.conversation_id != conversation_id:
+            db.session.rollback()
             raise DeskError("invalid", _("The message has no valid request id; reload the page."))
-        return views.message_dict(existing)  # a resend after a lost acknowledgement
-    changes = Changes()
-    conversation = lock_conversation(conversation_id)
-    existing = _existing_request(request_id)  # again, under the lock: a concurrent resend got here first
-    if existing is not None:
+        answer = views.message_dict(existing)
         db.session.rollback()
-        return views.message_dict(existing)
+        return answer
     previous = conversation.assignee_id
     if previous not in (None, user.id) and user.role == Role.AGENT:
         raise DeskError(

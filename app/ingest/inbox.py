@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app import events
-from app.db import SECOND_LANE, claim_rows, claimed_ids, insert_new, sql_literals, utcnow
+from app.db import SECOND_LANE, claim_rows, claimed_ids, in_turn, insert_new, sql_literals, utcnow
 from app.extensions import db
 from app.ingest import store
 from app.models import Customer, InboxEvent, InboxStatus, Shop
@@ -142,21 +142,10 @@ def _claim_statement(dialect: str, limit: int, lane: str = SECOND_LANE) -> sa.Up
     def candidates(messages_only: bool) -> sa.Select:
         # matches ix_inbox_events_messages_unfinished when messages_only
         lane_due = sa.and_(due, InboxEvent.subject.is_not(None)) if messages_only else due
-        earlier = sa.orm.aliased(InboxEvent)
-        # A buyer's next message waits until the one before it is handled (chat order = arrival order).
-        blocked = (
-            sa.select(earlier.id)
-            .where(
-                earlier.shop_id == InboxEvent.shop_id,
-                earlier.subject == InboxEvent.subject,
-                earlier.id < InboxEvent.id,
-                earlier.status.in_(UNFINISHED),
-            )
-            .exists()
-        )
         picked = (
             sa.select(InboxEvent.id)
-            .where(lane_due, sa.or_(InboxEvent.subject.is_(None), ~blocked))
+            # A buyer's next message waits until the one before it is handled (chat order = arrival order).
+            .where(lane_due, in_turn(InboxEvent, UNFINISHED, "subject"))
             .order_by(InboxEvent.id)
             .limit(limit)
         )

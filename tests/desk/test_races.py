@@ -16,6 +16,7 @@ from app.models import Conversation, Message, User
 from app.platform.client import BusinessError
 from tests.desk.conftest import request_id
 from tests.desk.test_assignment import arrive, assignee, team  # noqa: F401 (fixture)
+from tests.statements import statements
 
 
 def _work_outbox() -> int:
@@ -80,3 +81,35 @@ def test_a_retried_reply_from_an_earlier_turn_does_not_leak_a_slot(app, team, mo
     _work_outbox()  # fails again: the slot it took in this turn comes back
     db.session.expire_all()
     assert db.session.get(Conversation, conversation_id).replies_since_buyer == 0
+
+
+def test_a_request_id_used_on_another_conversation_is_refused_and_queues_nothing(app, team):  # noqa: F811
+    first = arrive(team.shop, openid="o_first")
+    other = arrive(team.shop, openid="o_other")
+    rid = request_id()
+    with app.app_context():
+        user = db.session.get(User, assignee(first))
+        sent = conversations.send_reply(user, first, rid, "text", {"text": "您好"})
+        user = db.session.get(User, assignee(other))
+        try:
+            conversations.send_reply(user, other, rid, "text", {"text": "别的"})
+        except conversations.DeskError as exc:
+            refused = exc.code
+        else:
+            refused = None
+        assert refused == "invalid"
+        assert db.session.scalars(sa.select(Message.id).where(Message.request_id == rid)).all() == [sent["id"]]
+        assert db.session.get(Conversation, other).replies_since_buyer == 0, "nothing was spent on the refusal"
+        db.session.remove()
+
+
+def test_a_reply_looks_its_request_id_up_once_under_the_lock(app, team):  # noqa: F811
+    conversation_id = arrive(team.shop, openid="o_once")
+    with app.app_context():
+        user = db.session.get(User, assignee(conversation_id))
+        engine = db.engine
+        sent = statements(engine, lambda: conversations.send_reply(user, conversation_id, request_id(), "text",
+                                                                   {"text": "在的"}))
+        lookups = [s for s in sent if s.startswith("SELECT") and "messages.request_id =" in s]
+        assert len(lookups) == 1, lookups
+        db.session.remove()
