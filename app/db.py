@@ -167,6 +167,7 @@ def claimed_ids(id_column, dialect: str, lane: str, candidates: Callable[[bool],
     only when first needed, so the second lane's locking subquery runs only when the first found
     nothing (``EXPLAIN ANALYZE``: "never executed")."""
     if lane == BOTH_LANES:
+        assert dialect == "postgresql", "both lanes in one statement is PostgreSQL's (claim_rows)"
         first, second = (sa.func.array(candidates(only_first).scalar_subquery()) for only_first in (True, False))
         return id_column == sa.any_(sa.func.coalesce(sa.func.nullif(first, sa.literal_column("'{}'")), second))
     chosen = candidates(lane == FIRST_LANE).scalar_subquery()
@@ -191,7 +192,8 @@ def _insert_ignoring_entity(model: type, dialect: str) -> sa.Insert:
 def insert_new_row(session, model: type, values: dict):
     """Like ``insert_new`` with ``model``'s table, the new row returned as the model's object: in the
     session, loaded from RETURNING (not read again after the INSERT). None when a row with the same
-    unique key exists."""
+    unique key exists. An ORM INSERT: a scoped session refuses it on every table (app/tenancy.py),
+    so scoped callers wrap it in ``tenancy.system_scope``."""
     statement = _insert_ignoring_entity(model, session.get_bind().dialect.name)
     return session.scalars(statement, columns_of(model.__table__, values)).first()
 

@@ -285,14 +285,16 @@ def _held(call_id: int, token: str) -> OutboxCall | None:
 
 @functools.cache
 def _succeeded_statement() -> sa.Update:
-    """Succeeded, if this claim still holds the call (bound: ``call_id``, ``token``, ``response``,
-    ``completed_at``); returns the attempts. Built once: every call runs one."""
+    """Succeeded, if this claim still holds the call (``_mine``'s condition; bound: ``call_id``,
+    ``token``, ``answer``, ``completed``); returns the attempts. Built once: every call runs one."""
     table = OutboxCall.__table__
     return (
         sa.update(table)
         .where(table.c.id == sa.bindparam("call_id"), table.c.status == OutboxStatus.IN_FLIGHT,
                table.c.claim_token == sa.bindparam("token"))
-        .values(status=OutboxStatus.SUCCEEDED, attempts=table.c.attempts + 1, last_error=None, claim_token=None)
+        .values(status=OutboxStatus.SUCCEEDED, attempts=table.c.attempts + 1, last_error=None, claim_token=None,
+                response=sa.bindparam("answer", type_=table.c.response.type),
+                completed_at=sa.bindparam("completed", type_=table.c.completed_at.type))
         .returning(table.c.attempts)
     )
 
@@ -306,10 +308,10 @@ def _succeed(call_id: int, call: OutboxCall, as_claimed: dict[str, Any], token: 
              answer: dict) -> list[Announcement] | None:
     """Mark the call succeeded and run its handler in one transaction. The UPDATE is guarded by the
     claim and holds the row until the commit, so a takeover cannot slip in between. The handler
-    gets the call as claimed (its key, operation and payload never change) with what the UPDATE
-    wrote, not read again (the handler's own commits expired it)."""
+    gets the call as claimed (its key, operation and payload never change while a claim holds it)
+    with what the UPDATE wrote, not read again (a handler that commits has expired it)."""
     completed_at = utcnow()
-    params = {"call_id": call_id, "token": token, "response": answer, "completed_at": completed_at}
+    params = {"call_id": call_id, "token": token, "answer": answer, "completed": completed_at}
     attempts = db.session.connection().execute(_succeeded_statement(), params).scalar()
     if attempts is None:  # the lease was taken over; the other worker's outcome stands
         db.session.rollback()

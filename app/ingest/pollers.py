@@ -63,8 +63,7 @@ def cursor_for(shop_id: int, kind: str) -> SyncCursor:
     lookup = sa.select(SyncCursor).where(SyncCursor.shop_id == shop_id, SyncCursor.kind == kind)
     cursor = db.session.scalar(lookup)
     if cursor is None:
-        store.insert_or_get(SyncCursor, {"shop_id": shop_id, "kind": kind, "items_last_run": 0}, lookup)
-        cursor = db.session.scalar(lookup)
+        cursor, _ = store.insert_or_get(SyncCursor, {"shop_id": shop_id, "kind": kind, "items_last_run": 0}, lookup)
     return cursor
 
 

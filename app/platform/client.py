@@ -267,7 +267,8 @@ def environment_settings(url: str) -> dict[str, Any]:
     """What requests takes from the environment for calls to ``url``: the proxy (``HTTPS_PROXY``,
     ``HTTP_PROXY``, ``NO_PROXY``) and the CA bundle (``REQUESTS_CA_BUNDLE``), read once per URL and
     passed with every call. The desk's sessions do not read the environment themselves: a session
-    that does scans all of it twice per call and looks for a .netrc, a fifth of a call's CPU."""
+    that does scans all of it twice per call and looks for a .netrc: 14-25% of a call's CPU
+    (bench/platform_call.py)."""
     settings = _environments.get(url)
     if settings is None:
         merged = requests.Session().merge_environment_settings(url, {}, None, None, None)
@@ -414,7 +415,9 @@ class PlatformClient:
 
     def _post(self, api: str, body: dict, params: dict | None, files: dict | None = None) -> dict:
         url = self.credentials.base_url.rstrip("/") + api
-        environment = environment_settings(self.credentials.base_url)
+        # The desk's sessions read no environment (environment_settings); a session given to the
+        # client keeps its own settings and requests' defaults.
+        environment = environment_settings(self.credentials.base_url) if self._session is None else {}
         failure = None
         try:
             if files:

@@ -133,7 +133,8 @@ def save(user: User, shop: Shop, data: AddressInput, address: ReturnAddress | No
         )
         db.session.commit()
         raise AddressError(_plain(exc)) from None
-    # The upsert inserts with a Core statement (race-free); the shop was loaded through the scope.
+    # The upsert inserts with INSERT ... ON CONFLICT (race-free), which a scoped session refuses;
+    # the shop was loaded through the scope.
     with tenancy.system_scope(db.session()):
         row = upsert_address(shop_id, detail)
         if row.is_default_return:

@@ -110,6 +110,7 @@ def test_a_reply_looks_its_request_id_up_once_under_the_lock(app, team):  # noqa
         engine = db.engine
         sent = statements(engine, lambda: conversations.send_reply(user, conversation_id, request_id(), "text",
                                                                    {"text": "在的"}))
-        lookups = [s for s in sent if s.startswith("SELECT") and "messages.request_id =" in s]
-        assert len(lookups) == 1, lookups
+        lookups = [n for n, s in enumerate(sent) if s.startswith("SELECT") and "messages.request_id =" in s]
+        lock = next(n for n, s in enumerate(sent) if s.startswith("SELECT") and "FROM conversations" in s)
+        assert len(lookups) == 1 and lookups[0] > lock, sent
         db.session.remove()

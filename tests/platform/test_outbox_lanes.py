@@ -53,8 +53,8 @@ def test_postgresql_claims_both_lanes_in_one_statement(app):
         reply = _queue(shop.id, SEND_OPERATION, "r1", ("conversation", "7"))
         lanes = 1 if db.engine.dialect.name == "postgresql" else 2
         taken: list = []
-        for expected, statements_at_most in (([reply], 1), ([evaluation], lanes), ([], lanes)):
+        for expected, statements_expected in (([reply], 1), ([evaluation], lanes), ([], lanes)):
             sent = statements(db.engine, lambda: taken.append(outbox.claim(5)))
             assert taken[-1].ids == expected
-            assert len([s for s in sent if s.startswith("UPDATE outbox_calls")]) == statements_at_most
+            assert len([s for s in sent if s.startswith("UPDATE outbox_calls")]) == statements_expected
         db.session.remove()
