@@ -220,8 +220,8 @@ def send_reply(
     _check_budget(conversation, now)
     content, text = _platform_content(conversation, msg_type, data)
     body = dict(content, **(media or {})) if msg_type != "text" else None
-    message = _queue_outbound(conversation, request_id, msg_type, content, text, body, SenderKind.AGENT, user.id)
     # A human answered: the buyer's wait (and the 3-minute clock) stops, the buyer sticks to this agent.
+    # Set before the message is queued, so the queueing's flush writes the conversation once.
     conversation.waiting_since = None
     conversation.last_human_reply_at = now
     conversation.unread_count = 0
@@ -229,6 +229,7 @@ def send_reply(
     customer.last_agent_id, customer.last_agent_at = user.id, now
     if conversation.assignee_id is None:
         _assign(conversation, user, now)
+    message = _queue_outbound(conversation, request_id, msg_type, content, text, body, SenderKind.AGENT, user.id)
     db.session.flush()
     turn = clock.answer(conversation, message, user.id, now)
     data_ = changes.message(message, created=True)

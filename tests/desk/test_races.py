@@ -103,8 +103,8 @@ def test_a_request_id_used_on_another_conversation_is_refused_and_queues_nothing
         db.session.remove()
 
 
-def test_a_reply_looks_its_request_id_up_once_under_the_lock(app, team):  # noqa: F811
-    conversation_id = arrive(team.shop, openid="o_once")
+def test_a_reply_looks_its_request_id_up_once_under_the_lock_and_writes_each_row_once(app, team):  # noqa: F811
+    conversation_id = arrive(team.shop, openid="o_once")  # the buyer's clock is running
     with app.app_context():
         user = db.session.get(User, assignee(conversation_id))
         engine = db.engine
@@ -113,4 +113,8 @@ def test_a_reply_looks_its_request_id_up_once_under_the_lock(app, team):  # noqa
         lookups = [n for n, s in enumerate(sent) if s.startswith("SELECT") and "messages.request_id =" in s]
         lock = next(n for n, s in enumerate(sent) if s.startswith("SELECT") and "FROM conversations" in s)
         assert len(lookups) == 1 and lookups[0] > lock, sent
+        # The conversation and the buyer's turn are each written by one UPDATE (the clock's queries
+        # come before its writes; the conversation's reply fields are set before the queueing's flush).
+        assert len([s for s in sent if s.startswith("UPDATE conversations")]) == 1, sent
+        assert len([s for s in sent if s.startswith("UPDATE reply_turns")]) == 1, sent
         db.session.remove()
