@@ -69,6 +69,12 @@ def summary_ms(values_seconds: list[float]) -> dict:
     }
 
 
+def rounds_summary(per_round: list[float], digits: int = 2) -> dict:
+    """A per-round figure's median, min and max (the one-case-at-a-time benches report rounds)."""
+    return {"median": round(statistics.median(per_round), digits), "min": round(min(per_round), digits),
+            "max": round(max(per_round), digits)}
+
+
 def postgres_database():
     """A fresh database for one benchmark run, dropped afterwards."""
     return temporary_database(PG_ADMIN, "channeldesk_bench")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -38,7 +37,7 @@ from app.models import ApiBlock, PlatformToken
 from app.platform.client import Credentials, PlatformClient, TokenStore
 from app.platform.simulator import Simulator, create_simulator_app
 from app.platform.simulator.scenario import CATALOGUE
-from bench.common import AES_KEY, emit
+from bench.common import AES_KEY, emit, rounds_summary
 
 APPID = "wxbe9c4000000000cd"
 SECRET = "bench-secret-0123456789"
@@ -81,15 +80,14 @@ def main() -> None:
         engine.dispose()
     simulator.stop()
     server.shutdown()
-    medians = {name: round(statistics.median(values), 3) for name, values in cpu.items()}
+    summaries = {name: rounds_summary(values, 3) for name, values in cpu.items()}
     emit({
         "bench": "platform_call",
         "calls_per_round": args.calls,
         "rounds": args.rounds,
         "environment_variables": len(os.environ),
-        "cpu_ms_per_call": {name: {"median": medians[name], "min": round(min(values), 3),
-                                   "max": round(max(values), 3)} for name, values in cpu.items()},
-        "ratio_median": round(medians["environment_once"] / medians["environment_per_call"], 3),
+        "cpu_ms_per_call": summaries,
+        "ratio_median": round(summaries["environment_once"]["median"] / summaries["environment_per_call"]["median"], 3),
     })
 
 

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.platform.simulator import Simulator, create_simulator_app
 from app.platform.simulator.scenario import CATALOGUE
-from bench.common import AES_KEY, ROOT, add_shop, desk_env, emit, flask, free_port, postgres_database
+from bench.common import AES_KEY, ROOT, add_shop, desk_env, emit, flask, free_port, postgres_database, rounds_summary
 
 APPID = "wxbe9c4000000000ab"
 
@@ -154,8 +154,7 @@ def measure(args) -> None:
         "cases_per_round": args.cases,
         "rounds": args.rounds,
         "statements_per_case": round(statistics.median(statements_per_case), 1),
-        "desk_cpu_ms_per_case": {"median": round(statistics.median(cpu_per_case), 2),
-                                 "min": round(min(cpu_per_case), 2), "max": round(max(cpu_per_case), 2)},
+        "desk_cpu_ms_per_case": rounds_summary(cpu_per_case),
     })
 
 

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, add_shop, desk_env, emit, flask, postgres_database
+from bench.common import ROOT, add_shop, desk_env, emit, flask, postgres_database, rounds_summary
 
 APPID = "wxbe9c4000000000ef"
 PASSWORD = "bench-password"  # the bench's own agent, never signed in
@@ -128,8 +128,7 @@ def measure(args) -> None:
         "cases_per_round": args.cases,
         "rounds": args.rounds,
         "statements_per_reply": round(statistics.median(statements_per_reply), 1),
-        "cpu_ms_per_reply": {"median": round(statistics.median(cpu_per_reply), 2),
-                             "min": round(min(cpu_per_reply), 2), "max": round(max(cpu_per_reply), 2)},
+        "cpu_ms_per_reply": rounds_summary(cpu_per_reply),
     })
 
 
