@@ -236,7 +236,7 @@ def send_reply(
     changes.conversation(conversation, "assigned" if previous is None else "message", data_, previous)
     db.session.commit()
     changes.announce()
-    clock.announce(conversation.shop_id, turn, "answered")
+    clock.announce(turn, "answered")  # not conversation.shop_id: the row expired at the commit (a SELECT)
     return data_
 
 
@@ -458,7 +458,7 @@ def resolve(user: User, conversation_id: int) -> dict:
     db.session.commit()
     changes.announce()
     if conversation.status == ConversationStatus.RESOLVED:
-        clock.announce(conversation.shop_id, turn, "closed")
+        clock.announce(turn, "closed")
     return views.conversation_summary(conversation)
 
 

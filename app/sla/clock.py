@@ -16,6 +16,7 @@ Announcements go out after the commit through ``events.sla_changed``.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -97,51 +98,87 @@ def running_turn(conversation_id: int) -> ReplyTurn | None:
     )
 
 
-def _messages_met(turn: ReplyTurn, until: datetime, answered: bool) -> tuple[int, int]:
-    """The buyer's messages in the turn and, for an answer at ``until``, how many it met in time."""
-    limit = until - timedelta(seconds=turn.threshold_seconds)
+def _inbound_of_turn(turn, *since):
+    """A count of the turn's buyer messages (``since``: those at or after a time), as a scalar
+    subquery correlated to ``turn`` (the ReplyTurn entity, or an alias of it)."""
     # ORM entities, not the table: this runs in the agent's scoped session (app/tenancy.py).
-    row = db.session.execute(
-        sa.select(
-            sa.func.count(Message.id),
-            sa.func.sum(sa.case((Message.created_at >= limit, 1), else_=0)),
-        ).where(
+    return (
+        sa.select(sa.func.count(Message.id))
+        .where(
             Message.conversation_id == turn.conversation_id,
             Message.seq >= turn.first_seq,
             Message.direction == MessageDirection.INBOUND,
+            *(Message.created_at >= moment for moment in since),
         )
+        .scalar_subquery()
+    )
+
+
+def _counted(count, met, answered: bool) -> tuple[int, int]:
+    count = max(1, int(count or 0))
+    return count, (min(count, int(met or 0)) if answered else 0)
+
+
+def _messages_met(turn: ReplyTurn, until: datetime, answered: bool) -> tuple[int, int]:
+    """The buyer's messages in the turn and, for an answer at ``until``, how many it met in time."""
+    limit = until - timedelta(seconds=turn.threshold_seconds)
+    row = db.session.execute(
+        sa.select(_inbound_of_turn(ReplyTurn), _inbound_of_turn(ReplyTurn, limit)).where(ReplyTurn.id == turn.id)
     ).one()
-    count = max(1, int(row[0] or 0))
-    return count, (min(count, int(row[1] or 0)) if answered else 0)
+    return _counted(row[0], row[1], answered)
+
+
+@functools.cache
+def _answer_query() -> sa.Select:
+    """What an answer needs to know, in one statement built once: the conversation's running turn,
+    its buyer messages and how many were written at or after ``met_since`` (the answer's time less
+    the shop's threshold), and whether ``user_id`` answered the conversation since ``local_day``
+    (the shop-local day's start) in an earlier turn."""
+    earlier = sa.orm.aliased(ReplyTurn)
+    answered_today = (
+        sa.select(earlier.id)
+        .where(
+            earlier.conversation_id == ReplyTurn.conversation_id,
+            earlier.answered_by_id == sa.bindparam("user_id"),
+            earlier.answered_at >= sa.bindparam("local_day"),
+            earlier.id != ReplyTurn.id,
+        )
+        .exists()
+    )
+    return sa.select(
+        ReplyTurn,
+        _inbound_of_turn(ReplyTurn),
+        _inbound_of_turn(ReplyTurn, sa.bindparam("met_since")),
+        answered_today,
+    ).where(ReplyTurn.conversation_id == sa.bindparam("conversation_id"), ReplyTurn.closed_at.is_(None))
 
 
 def answer(conversation, message: Message, user_id: int, now: datetime) -> dict | None:
     """A human agent replied: stop the running clock (in the caller's transaction, before its commit).
 
     Returns the turn's announcement data for after the commit, or None when no clock was running.
+    Everything is read first (``_answer_query``), then written: a query autoflushes what was set
+    before it, and the turn would be written in several UPDATEs.
     """
-    turn = running_turn(conversation.id)
-    if turn is None:
-        return None
-    policy = policy_for(turn.shop_id)
-    elapsed = now - turn.started_at
-    # What the turn's answer needs to know first, then the writes: a query autoflushes what was set
-    # before it, and the turn would be written in three UPDATEs instead of one.
-    buyer_messages, messages_met = _messages_met(turn, now, answered=True)
+    policy = policy_for(conversation.shop_id)
     local_day = now.astimezone(policy.tz).replace(hour=0, minute=0, second=0, microsecond=0)
-    first_of_day = (
-        db.session.scalar(
-            sa.select(ReplyTurn.id)
-            .where(
-                ReplyTurn.conversation_id == turn.conversation_id,
-                ReplyTurn.answered_by_id == user_id,
-                ReplyTurn.answered_at >= local_day,
-                ReplyTurn.id != turn.id,
-            )
-            .limit(1)
-        )
-        is None
-    )
+    row = db.session.execute(
+        _answer_query(),
+        {
+            "conversation_id": conversation.id,
+            "user_id": user_id,
+            "local_day": local_day,
+            "met_since": now - timedelta(seconds=policy.threshold_seconds),
+        },
+    ).first()
+    if row is None:
+        return None
+    turn, count, met, first_of_day = row[0], row[1], row[2], not row[3]
+    elapsed = now - turn.started_at
+    if turn.threshold_seconds == policy.threshold_seconds:
+        buyer_messages, messages_met = _counted(count, met, answered=True)
+    else:  # the shop changed its threshold during the turn: the turn keeps the one it started with
+        buyer_messages, messages_met = _messages_met(turn, now, answered=True)
     decided = turn.outcome == TurnOutcome.OPEN
     if decided:
         turn.agent_id = user_id
@@ -276,6 +313,7 @@ def _reassign(turn) -> None:
         logging.getLogger(__name__).exception("auto-reassign of conversation %s failed", turn.conversation_id)
 
 
-def announce(shop_id: int, turn: dict | None, reason: str) -> None:
+def announce(turn: dict | None, reason: str) -> None:
+    """After the commit: the change of a turn (``turn_dict``, or None for no turn) to its shop."""
     if turn is not None:
-        events.emit(events.sla_changed, shop_id, turn=turn, reason=reason)
+        events.emit(events.sla_changed, turn["shop_id"], turn=turn, reason=reason)

@@ -14,12 +14,14 @@ replaces a range with it, and tests/sla/test_rollup.py checks both give the same
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, date, datetime, time, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from app.db import columns_of
 from app.models import ReplyTurn, SlaHourly, SlaReplyHistogram, TurnOutcome
 
 COUNTERS = (
@@ -56,23 +58,28 @@ def hour_of(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
-def _insert(connection: sa.Connection):
-    return pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+@functools.cache
+def _upsert(table: sa.Table, dialect: str, key: tuple[str, ...], counters: tuple[str, ...]) -> sa.Insert:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE`` adding each of ``counters`` to the stored row's,
+    built once per table and dialect (building and keying a statement per booking cost more than
+    running it), its values bound at execution. A counter given as 0 adds nothing."""
+    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+    return stmt.on_conflict_do_update(
+        index_elements=list(key), set_={name: table.c[name] + stmt.excluded[name] for name in counters}
+    )
 
 
 def book(connection: sa.Connection, shop_id: int, agent_id: int | None, started_at: datetime, **deltas: int) -> None:
-    deltas = {k: v for k, v in deltas.items() if v}
-    if not deltas:
+    unknown = deltas.keys() - set(COUNTERS)
+    if unknown:
+        raise ValueError(f"not a rollup counter: {', '.join(sorted(unknown))}")
+    if not any(deltas.values()):
         return
     hour = hour_of(started_at)
     values = {"shop_id": shop_id, "agent_id": agent_id or 0, "hour_start": hour, **_local_of(shop_id, hour)}
     values.update({name: deltas.get(name, 0) for name in COUNTERS})
-    stmt = _insert(connection)(_hourly).values(**values)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["shop_id", "hour_start", "agent_id"],
-        set_={name: _hourly.c[name] + stmt.excluded[name] for name in deltas},
-    )
-    connection.execute(stmt)
+    upsert = _upsert(_hourly, connection.dialect.name, ("shop_id", "hour_start", "agent_id"), COUNTERS)
+    connection.execute(upsert, columns_of(_hourly, values))
 
 
 def _local_of(shop_id: int, hour: datetime) -> dict:
@@ -98,13 +105,8 @@ def book_reply(
         "bucket": bucket_of(seconds),
         "turns": 1,
     }
-    stmt = _insert(connection)(_histogram).values(**values)
-    connection.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["shop_id", "day", "agent_id", "bucket"],
-            set_={"turns": _histogram.c.turns + 1},
-        )
-    )
+    upsert = _upsert(_histogram, connection.dialect.name, ("shop_id", "day", "agent_id", "bucket"), ("turns",))
+    connection.execute(upsert, columns_of(_histogram, values))
 
 
 def _hour_expr(connection: sa.Connection, column):

@@ -207,11 +207,36 @@ def test_the_threshold_is_per_shop_and_kept_by_the_turn(app, desk_world):
         set_policy(desk_world.shop_id, threshold_seconds=60, warning_seconds=30)
         t0 = noon_yesterday(desk_world.shop_id)
         conversation = desk_world.buyer("o_strict", t0)
+        desk_world.buyer("o_strict", t0 + timedelta(seconds=30))
         set_policy(desk_world.shop_id, threshold_seconds=300)  # a later change does not move this turn
         desk_world.reply(desk_world.agent_id, conversation, t0 + timedelta(seconds=61))
         [turn] = turns(conversation)
         assert turn.threshold_seconds == 60 and turn.warn_at == t0 + timedelta(seconds=30)
         assert turn.outcome == TurnOutcome.BREACHED
+        # Per message too: the first waited 61 s (late under the turn's 60), the second 31 s.
+        assert (turn.buyer_messages, turn.messages_met) == (2, 1)
+
+
+def test_a_conversation_counts_once_per_agent_and_shop_day_as_handled(app, desk_world):
+    """``first_of_day``: the agent's first answer in the conversation that local day (the history's
+    "conversations handled"); another agent's first answer counts for them."""
+    with app.app_context():
+        t0 = noon_yesterday(desk_world.shop_id)
+        conversation = desk_world.buyer("o_daily", t0)
+        desk_world.reply(desk_world.agent_id, conversation, t0 + timedelta(seconds=20))
+        desk_world.buyer("o_daily", t0 + timedelta(minutes=10))
+        desk_world.reply(desk_world.agent_id, conversation, t0 + timedelta(minutes=10, seconds=20))
+        desk_world.buyer("o_daily", t0 + timedelta(minutes=20))
+        desk_world.reply(desk_world.supervisor_id, conversation, t0 + timedelta(minutes=20, seconds=20))
+        next_day = t0 + timedelta(hours=12)  # the shop's midnight: a new local day
+        desk_world.buyer("o_daily", next_day)
+        desk_world.reply(desk_world.agent_id, conversation, next_day + timedelta(seconds=20))
+        assert [(turn.answered_by_id, turn.first_of_day) for turn in turns(conversation)] == [
+            (desk_world.agent_id, True),
+            (desk_world.agent_id, False),
+            (desk_world.supervisor_id, True),
+            (desk_world.agent_id, True),
+        ]
 
 
 def test_a_pushed_again_message_starts_nothing_twice(app, desk_world):
