@@ -27,6 +27,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 from flask_babel import gettext as _
+from sqlalchemy.dialects.postgresql import JSONB
 
 from app import events, tenancy
 from app.db import utcnow
@@ -191,47 +192,65 @@ def sticky_agent(last_agent_id: int | None, last_agent_at, now) -> int | None:
 
 
 @functools.cache
-def _pick_statement() -> sa.Select:
+def _pick_statement(dialect: str) -> sa.Select:
     """The agent to assign, in ONE statement built once: the shop's active, online agents with a
     live connection and spare capacity; the sticky one first if among them, then the fewest open
     conversations, the longest idle (never assigned first), the lowest id. Bound per call:
     ``pick_shop_id``, ``seen_after`` (a connection seen since counts as live), ``sticky`` and ``exclude``
     (0: none; ids start at 1).
 
-    The loads are one grouped scan of the open conversations of the shop's agents (a correlated
-    count per candidate would re-read the conversations' index, and the dead entries every message
-    update leaves there until vacuum, once per candidate: what slowed the assignment lock in a burst).
-    The statement runs under the assignment lock, after it was taken: its snapshot sees every
-    assignment committed before.
+    It runs under the assignment lock, once per new conversation, so on PostgreSQL its work must not
+    depend on the planner's statistics: at a livestream's start they are those of tables that were
+    nearly empty a moment before, and any join may then be run as a nested loop rescanning its
+    inner side per row (candidates x loads, or every open conversation per candidate: 12-77 ms
+    for 200 agents, while the lock queues every other new conversation). So nothing is joined. The
+    shop's agents and the live connections are id lists computed once (``= ANY(ARRAY(...))``, an
+    InitPlan each); the loads (open conversations per assignee, in every shop: capacity is per
+    person) are one grouped scan folded into a JSON object in a one-row CTE, looked up per
+    candidate. tests/desk/test_assignment_plan.py bounds the rows the plan touches. On SQLite (the
+    single-process demo) the same with ``IN`` and a correlated count. The statement runs after the
+    lock was taken: its snapshot sees every assignment committed before.
     """
     shop_id = sa.bindparam("pick_shop_id", type_=sa.Integer)
-    loads = (
-        sa.select(Conversation.assignee_id.label("user_id"), sa.func.count().label("open_count"))
-        .join(user_shops, sa.and_(user_shops.c.user_id == Conversation.assignee_id, user_shops.c.shop_id == shop_id))
-        .where(Conversation.status == ConversationStatus.OPEN)
-        .group_by(Conversation.assignee_id)
-        # Computed once, whatever the planner believes: with statistics of a table that was empty a
-        # moment ago it would otherwise count the conversations again for every candidate.
-        .cte("loads")
-        .prefix_with("MATERIALIZED")
+    members = sa.select(user_shops.c.user_id).where(user_shops.c.shop_id == shop_id)
+    connected = sa.select(AgentConnection.user_id).where(
+        AgentConnection.seen_at >= sa.bindparam("seen_after", type_=AgentConnection.seen_at.type)
     )
-    load = sa.func.coalesce(loads.c.open_count, 0)
-    live = (
-        sa.select(AgentConnection.sid)
-        .where(
-            AgentConnection.user_id == User.id,
-            AgentConnection.seen_at >= sa.bindparam("seen_after", type_=AgentConnection.seen_at.type),
+    open_of = sa.and_(Conversation.status == ConversationStatus.OPEN, Conversation.assignee_id.is_not(None))
+    if dialect == "postgresql":
+
+        def among(ids: sa.Select):
+            return User.id == sa.any_(sa.func.array(ids.scalar_subquery()))
+
+        per_assignee = (
+            sa.select(Conversation.assignee_id.label("user_id"), sa.func.count().label("open_count"))
+            .where(open_of)
+            .group_by(Conversation.assignee_id)
+            .subquery()
         )
-        .exists()
-    )
+        loads = sa.select(
+            sa.func.jsonb_object_agg(per_assignee.c.user_id, per_assignee.c.open_count).label("by_user")
+        ).cte("loads").prefix_with("MATERIALIZED")  # computed once, not per candidate
+        by_user = sa.type_coerce(loads.c.by_user, JSONB)[sa.cast(User.id, sa.Text)].astext
+        load = sa.func.coalesce(sa.cast(by_user, sa.Integer), 0)
+        candidates = sa.select(User.id).select_from(User, loads)
+    else:
+
+        def among(ids: sa.Select):
+            return User.id.in_(ids)
+
+        load = (
+            sa.select(sa.func.count(Conversation.id))
+            .where(open_of, Conversation.assignee_id == User.id)
+            .scalar_subquery()
+        )
+        candidates = sa.select(User.id)
     return (
-        sa.select(User.id)
-        .join(user_shops, sa.and_(user_shops.c.user_id == User.id, user_shops.c.shop_id == shop_id))
-        .outerjoin(loads, loads.c.user_id == User.id)
-        .where(
+        candidates.where(
             User.is_active,
             User.presence == "online",
-            live,
+            among(members),
+            among(connected),
             User.id != sa.bindparam("exclude", type_=sa.Integer),
             User.capacity > load,
         )
@@ -252,7 +271,9 @@ def _pick_params(shop_id: int, sticky: int | None, exclude: int | None, now) -> 
 def pick_agent(shop_id: int, sticky: int | None, exclude: int | None = None) -> int | None:
     """The id of the agent to assign (see ``_pick_statement``); None if nobody can."""
     with tenancy.system_scope(db.session()):
-        return db.session.execute(_pick_statement(), _pick_params(shop_id, sticky, exclude, utcnow())).scalar()
+        session = db.session()
+        statement = _pick_statement(session.get_bind().dialect.name)
+        return session.execute(statement, _pick_params(shop_id, sticky, exclude, utcnow())).scalar()
 
 
 @functools.cache
@@ -262,7 +283,7 @@ def _pick_and_assign_statement() -> sa.Update:
     when nobody can take it). One round trip under the assignment lock instead of four."""
     conversations_table, users = Conversation.__table__, User.__table__
     now = sa.bindparam("now", type_=users.c.last_assigned_at.type)
-    chosen = _pick_statement().cte("chosen")
+    chosen = _pick_statement("postgresql").cte("chosen")
     agent = (
         sa.update(users)
         .where(users.c.id == chosen.c.id)
@@ -337,7 +358,7 @@ def _give_best(state: store.Record, now, exclude: int | None = None) -> store.Re
             return None
         agent_id, name = row
     else:
-        agent_id = connection.execute(_pick_statement(), params).scalar()
+        agent_id = connection.execute(_pick_statement(connection.dialect.name), params).scalar()
         if agent_id is None:
             return None
         conversations_table, users = Conversation.__table__, User.__table__
