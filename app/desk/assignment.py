@@ -205,23 +205,30 @@ def _pick_statement(dialect: str) -> sa.Select:
     inner side per row (candidates x loads, or every open conversation per candidate: 12-77 ms
     for 200 agents, while the lock queues every other new conversation). So nothing is joined. The
     shop's agents and the live connections are id lists computed once (``= ANY(ARRAY(...))``, an
-    InitPlan each); the loads (open conversations per assignee, in every shop: capacity is per
-    person) are one grouped scan folded into a JSON object in a one-row CTE, looked up per
+    InitPlan each); the loads (the shop's agents' open conversations, in every shop: capacity is
+    per person) are one grouped scan folded into a JSON object in a one-row CTE, looked up per
     candidate. tests/desk/test_assignment_plan.py bounds the rows the plan touches. On SQLite (the
     single-process demo) the same with ``IN`` and a correlated count. The statement runs after the
     lock was taken: its snapshot sees every assignment committed before.
     """
     shop_id = sa.bindparam("pick_shop_id", type_=sa.Integer)
     members = sa.select(user_shops.c.user_id).where(user_shops.c.shop_id == shop_id)
-    connected = sa.select(AgentConnection.user_id).where(
-        AgentConnection.seen_at >= sa.bindparam("seen_after", type_=AgentConnection.seen_at.type)
-    )
-    open_of = sa.and_(Conversation.status == ConversationStatus.OPEN, Conversation.assignee_id.is_not(None))
     if dialect == "postgresql":
 
-        def among(ids: sa.Select):
-            return User.id == sa.any_(sa.func.array(ids.scalar_subquery()))
+        def among(column, ids: sa.Select):
+            return column == sa.any_(sa.func.array(ids.scalar_subquery()))
+    else:
 
+        def among(column, ids: sa.Select):
+            return column.in_(ids)
+
+    # The shop's agents only, in each list: the other shops' agents cost this pick nothing.
+    connected = sa.select(AgentConnection.user_id).where(
+        AgentConnection.seen_at >= sa.bindparam("seen_after", type_=AgentConnection.seen_at.type),
+        among(AgentConnection.user_id, members),
+    )
+    open_of = sa.and_(Conversation.status == ConversationStatus.OPEN, among(Conversation.assignee_id, members))
+    if dialect == "postgresql":
         per_assignee = (
             sa.select(Conversation.assignee_id.label("user_id"), sa.func.count().label("open_count"))
             .where(open_of)
@@ -235,10 +242,6 @@ def _pick_statement(dialect: str) -> sa.Select:
         load = sa.func.coalesce(sa.cast(by_user, sa.Integer), 0)
         candidates = sa.select(User.id).select_from(User, loads)
     else:
-
-        def among(ids: sa.Select):
-            return User.id.in_(ids)
-
         load = (
             sa.select(sa.func.count(Conversation.id))
             .where(open_of, Conversation.assignee_id == User.id)
@@ -249,8 +252,8 @@ def _pick_statement(dialect: str) -> sa.Select:
         candidates.where(
             User.is_active,
             User.presence == "online",
-            among(members),
-            among(connected),
+            among(User.id, members),
+            among(User.id, connected),
             User.id != sa.bindparam("exclude", type_=sa.Integer),
             User.capacity > load,
         )

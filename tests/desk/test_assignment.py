@@ -23,6 +23,7 @@ from app.models import (
     CustomerTag,
     Message,
     Role,
+    Shop,
     User,
 )
 from tests.desk.conftest import make_present
@@ -96,6 +97,29 @@ def test_capacity_is_respected_and_the_queue_drains_oldest_first(app, team):
     assignment.drain_queue()
     assert assignee(queued[0]) == agent.id and assignee(queued[1]) is None
     assert db.session.get(Conversation, queued[0]).queued_at is None
+
+
+def test_capacity_counts_every_shop_and_the_pick_passes_over_stale_and_excluded_agents(app, team):
+    """Capacity is per person: open conversations in another shop count. A connection without a
+    recent heartbeat is not live; ``exclude`` (a transfer away) leaves its agent out."""
+    a0, a1, a2 = team.agents
+    both = make_user("both_shops", shops=[db.session.get(User, a0).shops[0], db.session.get(Shop, team.other)],
+                     capacity=1)
+    db.session.commit()
+    make_present(both.id)
+    busy_elsewhere = arrive(team.other)  # the outsider (capacity 5) or "both": whoever is least loaded
+    db.session.execute(sa.update(Conversation).where(Conversation.id == busy_elsewhere).values(assignee_id=both.id))
+    db.session.commit()
+    # "both" is full through the other shop: this shop's pick passes over them.
+    assert assignment.pick_agent(team.shop, sticky=None) == a0
+    assert assignment.pick_agent(team.shop, sticky=both.id) == a0, "a full agent is not sticky either"
+    db.session.execute(
+        sa.update(AgentConnection).where(AgentConnection.user_id == a0).values(seen_at=utcnow() - timedelta(minutes=5))
+    )
+    db.session.commit()
+    assert assignment.pick_agent(team.shop, sticky=None) == a1, "a0's only connection is stale"
+    assert assignment.pick_agent(team.shop, sticky=None, exclude=a1) == a2
+    assert assignment.pick_agent(team.shop, sticky=a2) == a2
 
 
 def test_offline_and_away_agents_get_nothing_and_coming_online_drains(app, team):

@@ -310,6 +310,55 @@ def test_claims_read_only_unfinished_events_through_the_partial_index(app, shops
         db.session.remove()
 
 
+def _rows_touched(node: dict) -> float:
+    own = node.get("Actual Rows", 0) * node.get("Actual Loops", 1)
+    return own + sum(_rows_touched(child) for child in node.get("Plans", []))
+
+
+def test_a_claim_in_a_burst_reads_its_batch_not_the_backlog_whatever_the_statistics(app, shops):
+    """Statistics of an empty queue (a new desk's first livestream), then 1,500 pushes pending: a
+    claim, planned as ``claim_rows`` plans it, walks the partial index in id order and stops at its
+    batch. Planned from those statistics alone, it fetched every pending event through a bitmap
+    and sorted them, once per lane and again for the UPDATE."""
+    from app.db import CLAIM_PLAN
+    from app.ingest.inbox import _claim_statement
+
+    with app.app_context():
+        if db.engine.dialect.name != "postgresql":
+            db.session.remove()
+            pytest.skip("the planner in question is PostgreSQL's")
+        conn = db.session.connection()
+        insert_events = (
+            "INSERT INTO inbox_events (shop_id, dedupe_key, event, subject, payload, status, attempts,"
+            " next_attempt_at, received_at) SELECT :shop, :tag || g, 'channels_ec_aftersale_apply', NULL,"
+            " '{}'::jsonb, :status, 0, now() - interval '1 minute', now() FROM generate_series(1, :n) g"
+        )
+        conn.execute(sa.text("ANALYZE inbox_events"))  # a new desk: statistics of an empty queue
+        db.session.commit()
+        conn = db.session.connection()
+        conn.execute(sa.text(insert_events), {"shop": shops[0], "tag": "done-", "status": "done", "n": 3000})
+        conn.execute(sa.text(insert_events), {"shop": shops[0], "tag": "burst-", "status": "pending", "n": 1500})
+        db.session.commit()
+        now = utcnow()
+        compiled = _claim_statement("postgresql", 5, BOTH_LANES).compile(dialect=db.engine.dialect)
+        params = {**compiled.params, "now": now, "lease_until": now + timedelta(minutes=1), "token": "explain"}
+        conn = db.session.connection()
+        conn.exec_driver_sql(CLAIM_PLAN)
+        [plan] = conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + str(compiled), params).scalar()
+        db.session.rollback()
+        text = json.dumps(plan)
+        assert "ix_inbox_events_unfinished" in text and '"Sort"' not in text and "Bitmap" not in text, text[:3000]
+        # The five claimed and the index entries walked to reach them, not the 1,500 pending.
+        assert _rows_touched(plan["Plan"]) <= 100, text[:3000]
+        # And the claims plan that way: the inbox's and the outbox's.
+        from app import outbox
+
+        for claim in (inbox.claim, outbox.claim):
+            sent = statements(db.engine, lambda claim=claim: claim(5))
+            assert sent[0] == CLAIM_PLAN and sent[1].startswith("UPDATE"), sent[:2]
+        db.session.remove()
+
+
 def test_one_claim_statement_takes_the_messages_lane_without_touching_the_other(app, shops):
     """PostgreSQL claims both lanes in one statement; while a message is due, the other lane's
     locking subquery never runs: the pushes ahead of the message are neither claimed nor locked."""

@@ -95,8 +95,9 @@ def test_an_automatic_refund_reads_and_writes_each_row_few_times(app, rules_shop
         return [s for s in statements if s.startswith("UPDATE after_sales") and "raw=" in s]
 
     assert len(raw_written(approval)) == 1 and raw_written(success) == []
-    # The whole case: 61 statements on PostgreSQL, 86 before these were cut (SQLite: 70, with the
-    # statements that take its write lock).
+    # The whole case: 65 statements on PostgreSQL, 86 before these were cut (SQLite: 70, with the
+    # statements that take its write lock). Of the 65, four are the claims' plan settings
+    # (app.db.CLAIM_PLAN: each claim reads its batch, not the backlog, whatever the statistics).
     with app.app_context():
-        ceiling = 61 if db.engine.dialect.name == "postgresql" else 70
+        ceiling = 65 if db.engine.dialect.name == "postgresql" else 70
     assert len(first) + len(rest) <= ceiling, (len(first), len(rest))

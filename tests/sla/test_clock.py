@@ -237,6 +237,10 @@ def test_a_conversation_counts_once_per_agent_and_shop_day_as_handled(app, desk_
             (desk_world.supervisor_id, True),
             (desk_world.agent_id, True),
         ]
+        # Another conversation the same day is another conversation handled.
+        other = desk_world.buyer("o_daily_too", t0 + timedelta(minutes=30))
+        desk_world.reply(desk_world.agent_id, other, t0 + timedelta(minutes=30, seconds=20))
+        assert [turn.first_of_day for turn in turns(other)] == [True]
 
 
 def test_a_pushed_again_message_starts_nothing_twice(app, desk_world):
