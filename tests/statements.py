@@ -20,3 +20,10 @@ def statements(engine: sa.Engine, run: Callable[[], object]) -> list[str]:
     finally:
         sa.event.remove(engine, "before_cursor_execute", record)
     return seen
+
+
+def plan_rows(node: dict) -> float:
+    """The rows every node of an ``EXPLAIN (ANALYZE, FORMAT JSON)`` plan produced, summed over its
+    loops: how much a statement read, whatever the planner believed."""
+    own = node.get("Actual Rows", 0) * node.get("Actual Loops", 1)
+    return own + sum(plan_rows(child) for child in node.get("Plans", []))

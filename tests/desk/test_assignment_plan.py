@@ -17,14 +17,9 @@ from app.desk import assignment
 from app.extensions import db
 from app.models import AgentConnection, Conversation, ConversationStatus, Customer, User, user_shops
 from tests.factories import make_shop
+from tests.statements import plan_rows
 
 AGENTS, OPEN = 200, 1000
-
-
-def _rows_touched(node: dict) -> float:
-    """Rows every node of a plan produced, summed over its loops (EXPLAIN ANALYZE's own count)."""
-    own = node.get("Actual Rows", 0) * node.get("Actual Loops", 1)
-    return own + sum(_rows_touched(child) for child in node.get("Plans", []))
 
 
 def test_the_pick_reads_each_candidate_and_conversation_a_bounded_number_of_times(app):
@@ -68,7 +63,7 @@ def test_the_pick_reads_each_candidate_and_conversation_a_bounded_number_of_time
         params = {**compiled.params, **assignment._pick_params(shop_id, None, None, now + timedelta(seconds=1))}
         [plan] = connection.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + str(compiled), params).scalar()
         db.session.rollback()
-        touched = _rows_touched(plan["Plan"])
+        touched = plan_rows(plan["Plan"])
         # Linear: each agent and each open conversation a few times over. Loads joined to the
         # candidates were compared row by row here (363,202 rows, 31 ms); loads counted per
         # candidate re-read every open conversation per agent (202,602 rows).

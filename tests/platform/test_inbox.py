@@ -18,7 +18,7 @@ from app.platform.simulator.scenario import CATALOGUE, new_buyer
 from app.platform.simulator.state import NOT_FOUND, ApiError
 from tests.factories import make_shop
 from tests.platform.conftest import connect_shop
-from tests.statements import statements
+from tests.statements import plan_rows, statements
 
 
 def _message(msg_id: str, create_time: int | None = None) -> dict:
@@ -310,11 +310,6 @@ def test_claims_read_only_unfinished_events_through_the_partial_index(app, shops
         db.session.remove()
 
 
-def _rows_touched(node: dict) -> float:
-    own = node.get("Actual Rows", 0) * node.get("Actual Loops", 1)
-    return own + sum(_rows_touched(child) for child in node.get("Plans", []))
-
-
 def test_a_claim_in_a_burst_reads_its_batch_not_the_backlog_whatever_the_statistics(app, shops):
     """Statistics of an empty queue (a new desk's first livestream), then 1,500 pushes pending: a
     claim, planned as ``claim_rows`` plans it, walks the partial index in id order and stops at its
@@ -349,7 +344,7 @@ def test_a_claim_in_a_burst_reads_its_batch_not_the_backlog_whatever_the_statist
         text = json.dumps(plan)
         assert "ix_inbox_events_unfinished" in text and '"Sort"' not in text and "Bitmap" not in text, text[:3000]
         # The five claimed and the index entries walked to reach them, not the 1,500 pending.
-        assert _rows_touched(plan["Plan"]) <= 100, text[:3000]
+        assert plan_rows(plan["Plan"]) <= 100, text[:3000]
         # And the claims plan that way: the inbox's and the outbox's.
         from app import outbox
 
