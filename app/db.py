@@ -165,7 +165,11 @@ def claimed_ids(id_column, dialect: str, lane: str, candidates: Callable[[bool],
     ``BOTH_LANES`` (PostgreSQL): ``id = ANY(COALESCE(NULLIF(ARRAY(first), '{}'), ARRAY(second)))``,
     both lanes in one statement. Each ``ARRAY(...)`` is an uncorrelated subquery (an InitPlan), run
     only when first needed, so the second lane's locking subquery runs only when the first found
-    nothing (``EXPLAIN ANALYZE``: "never executed")."""
+    nothing (``EXPLAIN ANALYZE``: "never executed").
+
+    The claim's UPDATE needs no other condition: each lane tested its own on every row it locked
+    (PostgreSQL tests a row changed meanwhile again), and the locks hold until the commit. Testing
+    it again in the UPDATE made that scan read every unfinished row instead of the claimed ids."""
     if lane == BOTH_LANES:
         assert dialect == "postgresql", "both lanes in one statement is PostgreSQL's (claim_rows)"
         first, second = (sa.func.array(candidates(only_first).scalar_subquery()) for only_first in (True, False))

@@ -153,9 +153,6 @@ def _claim_statement(dialect: str, limit: int, lane: str = SECOND_LANE) -> sa.Up
 
     return (
         sa.update(InboxEvent)
-        # ``due`` is not tested again here: the lane's locking selection tested it on each row it
-        # locked (PostgreSQL re-tests a row changed meanwhile), and another test made this scan
-        # read every unfinished row instead of the claimed ids.
         .where(claimed_ids(InboxEvent.id, dialect, lane, candidates))
         .values(
             status=InboxStatus.PROCESSING,
