@@ -29,7 +29,8 @@ buyer_message_received = signals.signal("buyer-message-received")
 addresses_synced = signals.signal("addresses-synced")  # count, deleted
 # Sent INSIDE the transaction that opens a conversation with a buyer's first message, before commit:
 # conversation (store.conversation_state Record), tags. A receiver may change the conversation in that
-# transaction (assignment) and return its state after trying (a Record), or None when it did not try.
+# transaction (assignment, which on PostgreSQL ends it: it sends the commit with its pick) and return
+# its state after trying (a Record), or None when it did not try.
 # Exceptions propagate: the push is then retried as a whole.
 conversation_opening = signals.signal("conversation-opening")
 # The console's changes, as plain dicts ready to send (see app/desk/views.py and docs/api.md).

@@ -15,9 +15,11 @@ the shop, with capacity to spare so nothing queues. Once every agent has said he
   time instead (it differs when every sender was waiting for a slow webhook answer:
   `schedule_lateness`). After the load, the run waits until nothing has arrived for `--drain`
   seconds; what never arrived is lost (must be 0), and every message must be stored exactly once.
-- bare emit: the same run, interleaved at the same rate, this process publishes `bench.ping` to a
+- bare emit: the same run, interleaved with the load, this process publishes `bench.ping` to a
   random agent's room through Redis (a write-only Socket.IO manager on the desk's SOCKETIO_CHANNEL):
   the delivery path alone, the floor push -> agent is compared with (`ratio_p95`, `ratio_p99`).
+  At `--bare-rate` a second (default 20, a probe that adds a fifth of an event per message rather
+  than one: at the messages' own rate it was 40% of the events the desk delivered).
 - agent send -> platform: agents answer a share of the messages with `message.send`; latency is from
   the emit to the simulator's receipt of `commkf/sendmsg` with that request_id.
 - where the time goes: the server's own timestamps (inbox_events.received_at / processed_at,
@@ -26,6 +28,7 @@ the shop, with capacity to spare so nothing queues. Once every agent has said he
   connected) and over load + drain (`cpu_*`, `web_cpu_ms_per_message`).
 
     python bench/chat.py [--agents 200] [--rate 100] [--seconds 30] [--buyers 1000] [--reply-share 0.1]
+                         [--bare-rate 20] [--worker-processes 0]
 
 Needs Redis at 127.0.0.1:6379 (BENCH_REDIS_URL, default database 9, flushed first; a Socket.IO
 channel of the run's own) and the websocket-client package (requirements-dev.txt). Set BENCH_LOG_DIR
@@ -314,8 +317,9 @@ def build_pushes(count: int, buyers: int, path: str) -> list[tuple[str, str, byt
 class Load:
     """Open loop: message i is due at start + i/rate; free sender threads take the next one due."""
 
-    def __init__(self, port, pushes, rate, recorder, simulator, sim_shop, agent_ids, senders, seed):
+    def __init__(self, port, pushes, rate, recorder, simulator, sim_shop, agent_ids, senders, seed, pings, bare_rate):
         self.port, self.pushes, self.rate, self.recorder = port, pushes, rate, recorder
+        self.pings, self.bare_rate = pings, bare_rate
         self.simulator, self.sim_shop, self.agent_ids, self.senders = simulator, sim_shop, agent_ids, senders
         self.rng = random.Random(seed)
         self.next_index = itertools.count()
@@ -387,8 +391,8 @@ class Load:
 
     def _pinger(self) -> None:
         manager = socketio.RedisManager(REDIS_URL, channel=SOCKETIO_CHANNEL, write_only=True)
-        for j in range(len(self.pushes)):
-            self._sleep_until(self.start + (j + 0.5) / self.rate)
+        for j in range(self.pings):
+            self._sleep_until(self.start + (j + 0.5) / self.bare_rate)
             room = f"user:{self.rng.choice(self.agent_ids)}"
             t0 = time.time()
             self.recorder.ping_t0[j] = t0
@@ -612,10 +616,12 @@ def main() -> None:
         default=0,
         help="`flask workers` processes for the inbox and outbox (0: they run inside the web process)",
     )
+    parser.add_argument("--bare-rate", type=float, default=20.0, help="bare emits (the probe) per second")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--idle-seconds", type=float, default=5.0, help="CPU measured with agents connected, idle")
     args = parser.parse_args()
     count = int(args.rate * args.seconds)
+    pings = int(args.bare_rate * args.seconds)
     threads = args.threads or args.agents + 64
     rng = random.Random(args.seed)
     recorder = Recorder({i for i in range(count) if rng.random() < args.reply_share})
@@ -658,6 +664,8 @@ def main() -> None:
                 [user_id for user_id, _ in agent_rows],
                 args.senders,
                 args.seed,
+                pings,
+                args.bare_rate,
             )
             database = sa.engine.make_url(database_url).database
             worker_pids = [process.pid for process in workers]
@@ -668,7 +676,7 @@ def main() -> None:
             cpu_meter = CpuMeter(web.pid, worker_pids, database)
             elapsed = load.run()
             log(f"pushed in {elapsed:.1f} s; draining (up to {args.drain:g} s)")
-            drained = drain(lambda: len(recorder.push_t1) + len(recorder.ping_t1), 2 * count, args.drain)
+            drained = drain(lambda: len(recorder.push_t1) + len(recorder.ping_t1), count + pings, args.drain)
             drained += drain(lambda: int(replies_settled(recorder, simulator.platform, sim_shop)), 1, args.drain)
             log(f"drained in {drained:.1f} s")
             cpu = cpu_meter.result()
@@ -707,6 +715,7 @@ def main() -> None:
                 "agents": args.agents,
                 "buyers": args.buyers,
                 "rate_per_s": args.rate,
+                "bare_rate_per_s": args.bare_rate,
                 "seconds": args.seconds,
                 "reply_share": args.reply_share,
                 "database": "postgresql",
@@ -732,7 +741,7 @@ def main() -> None:
             "stored_once": facts["stored_once"],
             "stored_twice_or_more": facts["stored_twice_or_more"],
             "not_stored": facts["not_stored"],
-            "bare_sent": count,
+            "bare_sent": pings,
             "bare_received": len(recorder.ping_t1),
             "replies": replies,
             "webhook_ack": summary_ms(load.acks),

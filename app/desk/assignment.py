@@ -15,6 +15,8 @@ capacity frees (a resolve, a transfer, an agent coming online) and by a periodic
 
 The lock: PostgreSQL ``pg_advisory_xact_lock`` (every web and worker process), so two arrivals never
 both see the same agent's spare capacity; SQLite (one process) a process lock plus its write lock.
+A new conversation's assignment sends the lock, the pick and the commit together
+(``_assign_and_commit``): the lock is held for as long as PostgreSQL runs the pick and the commit.
 """
 
 from __future__ import annotations
@@ -348,14 +350,18 @@ def assign_now(conversation_id: int, exclude: int | None = None, tags: list[str]
     return Assigned(assigned.assignee_id, views.summary_from_state(assigned, tags))
 
 
+def _assign_params(state: store.Record, now, exclude: int | None) -> dict:
+    """The pick's parameters for this conversation, and the assignment's (``now``, its id)."""
+    sticky = sticky_agent(state.customer_last_agent_id, state.customer_last_agent_at, now)
+    return _pick_params(state.shop_id, sticky, exclude, now) | {"now": now, "conversation_id": state.id}
+
+
 def _give_best(state: store.Record, now, exclude: int | None = None) -> store.Record | None:
     """Pick the agent for a conversation and assign it, in the caller's transaction (under the
     assignment lock); the conversation's new state, or None if nobody can take it."""
-    sticky = sticky_agent(state.customer_last_agent_id, state.customer_last_agent_at, now)
     connection = db.session.connection()
-    params = _pick_params(state.shop_id, sticky, exclude, now)
+    params = _assign_params(state, now, exclude)
     if connection.dialect.name == "postgresql":
-        params.update(now=now, conversation_id=state.id)
         row = connection.execute(_pick_and_assign_statement(), params).first()
         if row is None:
             return None
@@ -389,14 +395,60 @@ def assign_on_opening(shop_id: int, conversation: store.Record, tags: list[str])
     the lock waits for those: assignments lock committed conversations only, and nothing that locks
     a buyer's row takes the lock. The one other writer of that index entry, ``reopen``, waits for it
     before it locks the agent's row this transaction may go on to update, so no cycle closes (and
-    should PostgreSQL ever see one, it aborts a side and the push is retried). On SQLite (the demo's
-    single process) the process lock would be awaited while holding the database's write lock, so
+    should PostgreSQL ever see one, it aborts a side and the push is retried). With psycopg's
+    pipeline mode this also commits the opening transaction (``_assign_and_commit``). On SQLite (the
+    demo's single process) the process lock would be awaited while holding the database's write lock, so
     there the conversation is assigned after the commit instead (``assign_now``).
     """
     if db.engine.dialect.name != "postgresql" or conversation.assignee_id is not None:
         return None
-    _advisory_lock()
-    return _give_best(conversation, utcnow()) or conversation
+    return _assign_and_commit(conversation, utcnow(), db.session.connection()) or conversation
+
+
+@functools.cache
+def _pick_and_assign_sql(dialect: sa.Dialect) -> tuple[sa.sql.compiler.Compiled, dict]:
+    """``_pick_and_assign_statement`` compiled once for the driver, and the bind processors of its
+    typed parameters (what SQLAlchemy applies when it executes a statement: UTC, enum values)."""
+    compiled = _pick_and_assign_statement().compile(dialect=dialect)
+    processors = {
+        name: processor
+        for name, bind in compiled.binds.items()
+        if (processor := bind.type.bind_processor(dialect)) is not None
+    }
+    return compiled, processors
+
+
+def _assign_and_commit(state: store.Record, now, connection: sa.Connection) -> store.Record | None:
+    """End a new conversation's opening transaction on PostgreSQL: take the assignment lock, pick
+    and assign (``_pick_and_assign_statement``), and commit, sent together in psycopg's pipeline mode
+    (psycopg 3 with its bundled libpq, 14 or later: requirements.txt).
+
+    The lock is held from the moment PostgreSQL grants it to the commit right behind the pick:
+    the pick's run and the commit's, not a round trip to this process and back, nor this process's
+    wait for its interpreter between them (which, with a livestream's first minutes opening a
+    conversation every few milliseconds, made the lock the queue). Each statement takes its own
+    snapshot (READ COMMITTED), so the pick sees what the lock's previous holder committed.
+
+    The caller's transaction is committed here (the caller's own commit then finds nothing to do);
+    an error in any of the three rolls it all back, and reaches the caller as before.
+    """
+    db.session.flush()  # what the ORM holds for this transaction goes with it
+    compiled, processors = _pick_and_assign_sql(connection.dialect)
+    params = compiled.construct_params(_assign_params(state, now, None))  # with the statement's own values
+    params = {name: processors[name](value) if name in processors else value for name, value in params.items()}
+    driver = connection.connection.driver_connection
+    with driver.pipeline():
+        driver.execute(_LOCK_SQL, (ASSIGNMENT_LOCK_KEY,))
+        picked = driver.execute(compiled.string, params)
+        driver.commit()
+    row = picked.fetchone()
+    if row is None:
+        return None
+    agent_id, name = row
+    return store.Record(state, assignee_id=agent_id, assigned_at=now, queued_at=None, assignee_name=name)
+
+
+_LOCK_SQL = "SELECT pg_advisory_xact_lock(%s)"
 
 
 def try_assign(conversation_id: int, exclude: int | None = None, message: dict | None = None) -> int | None:

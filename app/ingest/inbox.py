@@ -221,9 +221,10 @@ def process_claimed(claimed: Claim) -> int:
             renewed_at = time.monotonic()
         shop_id, payload = claimed.items[event_id]
         try:
-            # A buyer message makes no platform call: its event is marked done first, so the
-            # transaction's last statement before the commit is the new conversation's assignment
-            # (the assignment lock, global, is held for that statement and the commit only). Other
+            # A buyer message makes no platform call: its event is marked done first, so a new
+            # conversation's assignment can end the transaction (on PostgreSQL it sends the global
+            # assignment lock, its pick and the commit together; the commit below then has nothing
+            # left to do). Other
             # events are marked after their platform calls: no row is locked while the platform answers.
             done_first = payload.get("Event") == MESSAGE_EVENT
             if done_first and not _finish(event_id, claimed.token):

@@ -21,6 +21,8 @@ from app.models import (
     ConversationStatus,
     Customer,
     CustomerTag,
+    InboxEvent,
+    InboxStatus,
     Message,
     Role,
     Shop,
@@ -328,3 +330,63 @@ def test_assign_now_answers_the_current_state_when_someone_else_took_it(app, tea
     assert again.now is False and again.agent_id == taken_by
     assert again.summary["assignee"]["id"] == taken_by and again.summary["id"] == conversation_id
     assert assignment.try_assign(conversation_id) is None, "announces nothing new"
+
+
+def _buyer_push(openid: str) -> dict:
+    return {
+        "Event": inbox.MESSAGE_EVENT,
+        "FromUserName": openid,
+        "msg_id": uuid.uuid4().hex,
+        "msg_type": "text",
+        "text": {"content": "在吗"},
+        "CreateTime": int(utcnow().timestamp()),
+    }
+
+
+def test_a_new_conversation_leaves_the_assignment_lock_as_soon_as_it_is_assigned(app, team):
+    """PostgreSQL: the lock, the pick and the commit go together, so when the assignment returns
+    the opening transaction is committed (another connection sees the conversation assigned) and
+    the lock is free, before the inbox's own commit."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("the assignment lock is PostgreSQL's; SQLite assigns after the commit")
+    inbox.handle(team.shop, _buyer_push("o_quick"))
+    with db.engine.connect() as other:
+        row = other.execute(
+            sa.select(Conversation.assignee_id, Message.text)
+            .join(Message, Message.conversation_id == Conversation.id)
+            .join(Customer, Customer.id == Conversation.customer_id)
+            .where(Customer.openid == "o_quick")
+        ).one()
+        assert row.assignee_id in team.agents and row.text == "在吗"
+        free = other.scalar(sa.select(sa.func.pg_try_advisory_xact_lock(assignment.ASSIGNMENT_LOCK_KEY)))
+        other.rollback()
+    assert free is True
+    db.session.commit()  # nothing left to commit
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 1
+
+
+def test_a_failed_assignment_rolls_the_opening_back_and_the_push_is_handled_once_later(app, team, monkeypatch):
+    """An error in the statements sent with the commit (here the lock's) rolls back everything the
+    push stored: the event goes back to the queue with the reason, and its retry files it once."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("the assignment lock is PostgreSQL's; SQLite assigns after the commit")
+    payload = _buyer_push("o_retried")
+    assert inbox.receive(team.shop, payload, "plaintext of the push")
+    db.session.commit()
+    monkeypatch.setattr(assignment, "_LOCK_SQL", "SELECT pg_advisory_xact_lock(%s), 1 / 0")
+    assert inbox.process_claimed(inbox.claim()) == 0
+    db.session.expire_all()
+    event = db.session.scalar(sa.select(InboxEvent))
+    assert event.status == InboxStatus.PENDING and "division by zero" in event.last_error
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Conversation)) == 0
+
+    monkeypatch.undo()
+    event.next_attempt_at = utcnow()
+    db.session.commit()
+    assert inbox.process_claimed(inbox.claim()) == 1
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(InboxEvent.status)) == InboxStatus.DONE
+    (conversation,) = db.session.scalars(sa.select(Conversation)).all()
+    assert conversation.assignee_id in team.agents
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 1
