@@ -64,6 +64,7 @@ def assignment_lock():
 
 
 _ADVISORY_LOCK = sa.text("SELECT pg_advisory_xact_lock(:key)")
+_LOCK_SQL = "SELECT pg_advisory_xact_lock(%s)"  # the same, for the driver (``_assign_and_commit``)
 
 
 def _advisory_lock() -> None:
@@ -447,8 +448,6 @@ def _assign_and_commit(state: store.Record, now, connection: sa.Connection) -> s
     agent_id, name = row
     return store.Record(state, assignee_id=agent_id, assigned_at=now, queued_at=None, assignee_name=name)
 
-
-_LOCK_SQL = "SELECT pg_advisory_xact_lock(%s)"
 
 
 def try_assign(conversation_id: int, exclude: int | None = None, message: dict | None = None) -> int | None:

@@ -224,8 +224,8 @@ def process_claimed(claimed: Claim) -> int:
             # A buyer message makes no platform call: its event is marked done first, so a new
             # conversation's assignment can end the transaction (on PostgreSQL it sends the global
             # assignment lock, its pick and the commit together; the commit below then has nothing
-            # left to do). Other
-            # events are marked after their platform calls: no row is locked while the platform answers.
+            # left to do). Other events are marked after their platform calls: no row is locked
+            # while the platform answers.
             done_first = payload.get("Event") == MESSAGE_EVENT
             if done_first and not _finish(event_id, claimed.token):
                 continue
