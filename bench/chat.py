@@ -43,7 +43,6 @@ import argparse
 import contextlib
 import http.client
 import itertools
-import logging
 import os
 import random
 import re
@@ -62,15 +61,15 @@ import redis
 import requests
 import socketio
 import sqlalchemy as sa
-from werkzeug.serving import make_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.platform.crypto import PushCrypto
-from app.platform.simulator import Simulator, create_simulator_app
+from app.platform.simulator import Simulator
 from bench.common import (
     AES_KEY,
     BIN,
+    SimulatorServer,
     add_shop,
     desk_env,
     emit,
@@ -84,7 +83,6 @@ from bench.common import (
     summary_ms,
 )
 
-logging.getLogger("werkzeug").setLevel(logging.ERROR)
 APPID = "wxbe9c4000000000cc"
 TOKEN = "benchtoken"
 SECRET = "bench-secret-0123456789"
@@ -107,9 +105,8 @@ def log(message: str) -> None:
 
 def serve_simulator() -> tuple[Simulator, str, object]:
     simulator = Simulator.create(push_workers=1)
-    server = make_server("127.0.0.1", 0, create_simulator_app(simulator), threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return simulator, f"http://127.0.0.1:{server.server_port}", server
+    server = SimulatorServer(simulator)
+    return simulator, server.url, server
 
 
 def create_agents(database_url: str, shop_id: int, count: int, capacity: int) -> list[tuple[int, str]]:

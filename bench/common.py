@@ -12,6 +12,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -49,6 +50,31 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class SimulatorServer:
+    """The platform simulator served from this process on loopback, with keep-alive connections.
+
+    The real platform's HTTPS endpoint keeps a connection open across calls, and the desk's client
+    pools them (one requests.Session per thread). Werkzeug's development server answers every request
+    with `Connection: close`, so each platform call in a benchmark opened a new TCP connection and a
+    new server thread: CPU on both sides that production does not pay. Waitress keeps the connections
+    and works requests on a fixed pool of threads.
+    """
+
+    def __init__(self, simulator, port: int = 0, threads: int = 16):
+        from waitress.server import create_server
+
+        from app.platform.simulator import create_simulator_app
+
+        self._server = create_server(create_simulator_app(simulator), host="127.0.0.1", port=port, threads=threads)
+        self.port = self._server.effective_port
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._server.run, name="simulator-server", daemon=True).start()
+
+    def shutdown(self) -> None:
+        self._server.close()
+        self._server.task_dispatcher.shutdown()
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -19,25 +19,23 @@ Prints one JSON line. Goal (issue 3): completeness 100%; p95 lag <= 5 s with pus
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC
 from pathlib import Path
 
 import sqlalchemy as sa
-from werkzeug.serving import make_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.platform.simulator import Simulator, create_simulator_app
+from app.platform.simulator import Simulator
 from app.platform.simulator.scenario import Burst
 from bench.common import (
     AES_KEY,
     BIN,
+    SimulatorServer,
     add_shop,
     desk_env,
     emit,
@@ -50,15 +48,13 @@ from bench.common import (
     summary_ms,
 )
 
-logging.getLogger("werkzeug").setLevel(logging.ERROR)
 APPID = "wxbe9c4000000000bb"
 
 
 def serve_simulator() -> tuple[Simulator, str, object]:
     simulator = Simulator.create(push_workers=8)
-    server = make_server("127.0.0.1", 0, create_simulator_app(simulator), threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return simulator, f"http://127.0.0.1:{server.server_port}", server
+    server = SimulatorServer(simulator)
+    return simulator, server.url, server
 
 
 def desk_rows(engine, shop_id: int) -> tuple[dict, dict]:

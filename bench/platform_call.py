@@ -19,25 +19,22 @@ process's environment (`environment_variables`).
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import requests
 import sqlalchemy as sa
-from werkzeug.serving import make_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.models import ApiBlock, PlatformToken
 from app.platform.client import Credentials, PlatformClient, TokenStore
-from app.platform.simulator import Simulator, create_simulator_app
+from app.platform.simulator import Simulator
 from app.platform.simulator.scenario import CATALOGUE
-from bench.common import AES_KEY, emit, rounds_summary
+from bench.common import AES_KEY, SimulatorServer, emit, rounds_summary
 
 APPID = "wxbe9c4000000000cd"
 SECRET = "bench-secret-0123456789"
@@ -48,12 +45,10 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # request lines carry tokens
 
     simulator = Simulator.create(push_workers=1)
-    server = make_server("127.0.0.1", 0, create_simulator_app(simulator), threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base_url = f"http://127.0.0.1:{server.server_port}"
+    server = SimulatorServer(simulator)
+    base_url = server.url
     sim_shop = simulator.platform.add_shop(APPID, SECRET, "benchtoken", AES_KEY, "http://127.0.0.1:9/unused")
     order_id = simulator.platform.place_order(sim_shop, "o_bench_call", [dict(CATALOGUE[0], sku_cnt=1)])["order_id"]
 

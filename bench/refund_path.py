@@ -23,18 +23,27 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import sqlalchemy as sa
-from werkzeug.serving import make_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.platform.simulator import Simulator, create_simulator_app
+from app.platform.simulator import Simulator
 from app.platform.simulator.scenario import CATALOGUE
-from bench.common import AES_KEY, ROOT, add_shop, desk_env, emit, flask, free_port, postgres_database, rounds_summary
+from bench.common import (
+    AES_KEY,
+    ROOT,
+    SimulatorServer,
+    add_shop,
+    desk_env,
+    emit,
+    flask,
+    free_port,
+    postgres_database,
+    rounds_summary,
+)
 
 APPID = "wxbe9c4000000000ab"
 
@@ -71,9 +80,7 @@ def measure(args) -> None:
 
     shop_id = int(os.environ["REFUND_PATH_SHOP_ID"])
     simulator = Simulator.create(push_workers=1)
-    server = make_server("127.0.0.1", int(os.environ["REFUND_PATH_SIM_PORT"]), create_simulator_app(simulator),
-                         threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = SimulatorServer(simulator, port=int(os.environ["REFUND_PATH_SIM_PORT"]))
     database_url = os.environ["DATABASE_URL"]
     app = create_app()
     engine = sa.create_engine(database_url)

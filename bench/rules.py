@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import logging
 import os
 import statistics
 import sys
@@ -57,15 +56,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
-from werkzeug.serving import make_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.platform.simulator import Simulator, create_simulator_app
+from app.platform.simulator import Simulator
 from app.platform.simulator.scenario import CATALOGUE
 from bench.chat import CpuMeter
 from bench.common import (
     AES_KEY,
+    SimulatorServer,
     add_shop,
     desk_env,
     emit,
@@ -86,7 +85,6 @@ REFUND_TOO_FAST = 10021059
 FLOOR_PER_ORDER_S = 60.0
 
 
-logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the simulator's request lines carry tokens
 
 
 def log(message: str) -> None:
@@ -228,9 +226,8 @@ def main() -> None:
     burst_orders = args.burst - args.second
 
     simulator = Simulator.create(push_workers=args.push_workers)
-    server = make_server("127.0.0.1", 0, create_simulator_app(simulator), threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    sim_url = f"http://127.0.0.1:{server.server_port}"
+    server = SimulatorServer(simulator)
+    sim_url = server.url
     result: dict = {"bench": "rules"}
     ok_all = False
     with postgres_database() as database_url, tempfile.TemporaryDirectory() as tmp:
