@@ -2,23 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from unittest import mock
 
 import sqlalchemy as sa
 
 
 def statements(engine: sa.Engine, run: Callable[[], object]) -> list[str]:
-    """The SQL statements ``run`` sent through ``engine``, in order, whitespace collapsed."""
+    """The SQL statements ``run`` sent through ``engine``, in order, whitespace collapsed; on
+    PostgreSQL with those the desk sends through the driver itself, in psycopg's pipeline mode
+    (``app.db.claim_rows``, the assignment's ``_assign_and_commit``): psycopg's
+    ``Connection.execute``, which SQLAlchemy never calls (it executes on cursors)."""
     seen: list[str] = []
 
     def record(conn, cursor, statement, parameters, context, executemany):
         seen.append(" ".join(statement.split()))
 
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
+    with contextlib.ExitStack() as undo:
+        sa.event.listen(engine, "before_cursor_execute", record)
+        undo.callback(sa.event.remove, engine, "before_cursor_execute", record)
+        if engine.dialect.name == "postgresql":
+            import psycopg
+
+            execute = psycopg.Connection.execute
+
+            def driver_execute(connection, query, *args, **kwargs):
+                seen.append(" ".join(str(query).split()))
+                return execute(connection, query, *args, **kwargs)
+
+            undo.enter_context(mock.patch.object(psycopg.Connection, "execute", driver_execute))
         run()
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
     return seen
 
 

@@ -32,7 +32,7 @@ from flask_babel import gettext as _
 from sqlalchemy.dialects.postgresql import JSONB
 
 from app import events, tenancy
-from app.db import utcnow
+from app.db import driver_statement, utcnow
 from app.desk import views
 from app.desk.conversations import Changes, DeskError, lock_conversation
 from app.extensions import db
@@ -406,19 +406,6 @@ def assign_on_opening(shop_id: int, conversation: store.Record, tags: list[str])
     return _assign_and_commit(conversation, utcnow(), db.session.connection()) or conversation
 
 
-@functools.cache
-def _pick_and_assign_sql(dialect: sa.Dialect) -> tuple[sa.sql.compiler.Compiled, dict]:
-    """``_pick_and_assign_statement`` compiled once for the driver, and the bind processors of its
-    typed parameters (what SQLAlchemy applies when it executes a statement: UTC, enum values)."""
-    compiled = _pick_and_assign_statement().compile(dialect=dialect)
-    processors = {
-        name: processor
-        for name, bind in compiled.binds.items()
-        if (processor := bind.type.bind_processor(dialect)) is not None
-    }
-    return compiled, processors
-
-
 def _assign_and_commit(state: store.Record, now, connection: sa.Connection) -> store.Record | None:
     """End a new conversation's opening transaction on PostgreSQL: take the assignment lock, pick
     and assign (``_pick_and_assign_statement``), and commit, sent together in psycopg's pipeline mode
@@ -434,13 +421,11 @@ def _assign_and_commit(state: store.Record, now, connection: sa.Connection) -> s
     an error in any of the three rolls it all back, and reaches the caller as before.
     """
     db.session.flush()  # what the ORM holds for this transaction goes with it
-    compiled, processors = _pick_and_assign_sql(connection.dialect)
-    params = compiled.construct_params(_assign_params(state, now, None))  # with the statement's own values
-    params = {name: processors[name](value) if name in processors else value for name, value in params.items()}
+    pick = driver_statement(_pick_and_assign_statement(), connection.dialect)
     driver = connection.connection.driver_connection
     with driver.pipeline():
         driver.execute(_LOCK_SQL, (ASSIGNMENT_LOCK_KEY,))
-        picked = driver.execute(compiled.string, params)
+        picked = driver.execute(pick.sql, pick.params(_assign_params(state, now, None)))
         driver.commit()
     row = picked.fetchone()
     if row is None:

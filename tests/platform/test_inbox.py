@@ -338,7 +338,8 @@ def test_a_claim_in_a_burst_reads_its_batch_not_the_backlog_whatever_the_statist
         compiled = _claim_statement("postgresql", 5, BOTH_LANES).compile(dialect=db.engine.dialect)
         params = {**compiled.params, "now": now, "lease_until": now + timedelta(minutes=1), "token": "explain"}
         conn = db.session.connection()
-        conn.exec_driver_sql(CLAIM_PLAN)
+        for setting in CLAIM_PLAN:
+            conn.exec_driver_sql(setting)
         [plan] = conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + str(compiled), params).scalar()
         db.session.rollback()
         text = json.dumps(plan)
@@ -350,7 +351,7 @@ def test_a_claim_in_a_burst_reads_its_batch_not_the_backlog_whatever_the_statist
 
         for claim in (inbox.claim, outbox.claim):
             sent = statements(db.engine, lambda claim=claim: claim(5))
-            assert sent[0] == CLAIM_PLAN and sent[1].startswith("UPDATE"), sent[:2]
+            assert tuple(sent[:2]) == CLAIM_PLAN and sent[2].startswith("UPDATE"), sent[:3]
         db.session.remove()
 
 
@@ -401,4 +402,41 @@ def test_buyer_messages_are_claimed_before_the_pushes_ahead_of_them(app, shops):
         second = inbox.claim(limit=2)
         assert [claimed[1]["n"] for claimed in second.items.values()] == [0, 1]
         assert inbox.process_claimed(first) == 1 and inbox.process_claimed(second) == 2
+        db.session.remove()
+
+
+def test_a_claim_is_committed_with_its_statement_and_a_failed_one_takes_nothing(app, shops, monkeypatch):
+    """PostgreSQL: ``claim_rows`` sends the plan's settings, the claim and the commit together
+    (psycopg's pipeline mode). When the claim returns, another connection already sees the events
+    taken under its token, and nothing is left open on the desk's connection. A claim that fails in
+    the pipeline takes nothing: the events stay pending for the next one."""
+    from app import db as app_db
+
+    with app.app_context():
+        if db.engine.dialect.name != "postgresql":
+            db.session.remove()
+            pytest.skip("the pipeline is PostgreSQL's")
+        _receive(shops[0], _message("pipelined-1"))
+        _receive(shops[0], {"Event": "channels_ec_some_new_event", "CreateTime": 1, "n": 1})
+        monkeypatch.setattr(app_db, "CLAIM_PLAN", ("SET LOCAL enable_sort = off", "SELECT 1 / 0"))
+        with pytest.raises(Exception, match="division by zero"):
+            inbox.claim(limit=5)
+        db.session.rollback()
+        monkeypatch.undo()
+        with db.engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM inbox_events WHERE status = 'pending'"
+                                        " AND claim_token IS NULL")).scalar() == 2
+        from app.ingest.inbox import _claim_statement
+
+        now = utcnow()
+        params = {"now": now, "lease_until": now + timedelta(minutes=1), "token": "pipelined"}
+        rows = app_db.claim_rows(db.session.connection(), lambda lane: _claim_statement("postgresql", 5, lane), params)
+        assert [payload["Event"] for _id, _shop, payload in rows] == ["commkf_send_msg_to_kf"]
+        # No commit of the caller's yet: the claim is committed, the connection idle.
+        assert db.session.connection().connection.driver_connection.info.transaction_status.name == "IDLE"
+        with db.engine.connect() as conn:
+            seen = conn.execute(sa.text("SELECT status, claim_token FROM inbox_events ORDER BY id")).all()
+        assert [tuple(row) for row in seen] == [("processing", "pipelined"), ("pending", None)]
+        db.session.commit()  # finds nothing left to do
+        assert [payload["n"] for _shop, payload in inbox.claim(limit=5).items.values()] == [1]
         db.session.remove()
