@@ -199,7 +199,8 @@ class DriverStatement:
         self._processors = {
             name: processor
             for name, bind in self.compiled.binds.items()
-            if (processor := bind.type.bind_processor(dialect)) is not None
+            # the type as the dialect runs it (a variant's, a decorator's with its impl's)
+            if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
         }
 
     def params(self, values: dict) -> dict:

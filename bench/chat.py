@@ -27,8 +27,14 @@ the shop, with capacity to spare so nothing queues. Once every agent has said he
   seconds of the web worker, PostgreSQL and Redis, and how busy the machine was, idle (agents
   connected) and over load + drain (`cpu_*`, `web_cpu_ms_per_message`).
 
+With ``--web-processes K`` K such web processes (docs/deploy.md: one per core, behind nginx):
+agent n connects to process n % K, as nginx's ``ip_hash`` pins each console to one, and the pushes
+are spread over them (sender thread n posts to process n % K); events cross between them through
+Redis. With ``--worker-processes K`` the inbox and outbox run in K `flask workers` processes instead
+of the web processes (INBOX_WORKERS_IN_WEB=0), the busy-shop shape.
+
     python bench/chat.py [--agents 200] [--rate 100] [--seconds 30] [--buyers 1000] [--reply-share 0.1]
-                         [--bare-rate 20] [--worker-processes 0]
+                         [--bare-rate 20] [--web-processes 1] [--worker-processes 0]
 
 Needs Redis at 127.0.0.1:6379 (BENCH_REDIS_URL, default database 9, flushed first; a Socket.IO
 channel of the run's own) and the websocket-client package (requirements-dev.txt). Set BENCH_LOG_DIR
@@ -40,7 +46,6 @@ p99 <= 150 ms, and <= 3x the bare emit.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import itertools
 import os
@@ -69,6 +74,7 @@ from app.platform.simulator import Simulator
 from bench.common import (
     AES_KEY,
     BIN,
+    CpuMeter,
     SimulatorServer,
     add_shop,
     desk_env,
@@ -314,8 +320,9 @@ def build_pushes(count: int, buyers: int, path: str) -> list[tuple[str, str, byt
 class Load:
     """Open loop: message i is due at start + i/rate; free sender threads take the next one due."""
 
-    def __init__(self, port, pushes, rate, recorder, simulator, sim_shop, agent_ids, senders, seed, pings, bare_rate):
-        self.port, self.pushes, self.rate, self.recorder = port, pushes, rate, recorder
+    def __init__(self, ports, pushes, rate, recorder, simulator, sim_shop, agent_ids, senders, seed, pings, bare_rate):
+        # Sender n pushes to ports[n % len(ports)]: the platform's pushes spread over the web processes.
+        self.ports, self.pushes, self.rate, self.recorder = ports, pushes, rate, recorder
         self.pings, self.bare_rate = pings, bare_rate
         self.simulator, self.sim_shop, self.agent_ids, self.senders = simulator, sim_shop, agent_ids, senders
         self.rng = random.Random(seed)
@@ -329,7 +336,10 @@ class Load:
 
     def run(self) -> float:
         self.start = time.time() + 0.2
-        threads = [threading.Thread(target=self._sender, name=f"sender-{n}") for n in range(self.senders)]
+        threads = [
+            threading.Thread(target=self._sender, args=(self.ports[n % len(self.ports)],), name=f"sender-{n}")
+            for n in range(self.senders)
+        ]
         threads.append(threading.Thread(target=self._pinger, name="pinger"))
         for thread in threads:
             thread.start()
@@ -342,8 +352,8 @@ class Load:
         if delay > 0:
             time.sleep(delay)
 
-    def _sender(self) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+    def _sender(self, port: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         acks, lateness, errors, retries = [], [], Counter(), Counter()
         platform, shop = self.simulator.platform, self.sim_shop
         while True:
@@ -369,7 +379,7 @@ class Load:
                     # Mostly a keep-alive connection the server closed while this sender was idle: the
                     # push did not arrive; send it again on a new connection (as the platform retries).
                     conn.close()
-                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
                     retries[type(exc).__name__] += 1
                     if attempt == 2:
                         errors[type(exc).__name__] += 1
@@ -403,67 +413,6 @@ def replies_settled(recorder: Recorder, platform, sim_shop) -> bool:
     with recorder.lock:
         entries = list(recorder.replies.items())
     return all(entry["ack"] is not None and (entry["ack"] != "ok" or rid in delivered) for rid, entry in entries)
-
-
-def _process_cpu(stat_path: Path) -> tuple[str, float]:
-    """(command name, CPU seconds) from /proc/<pid>/stat."""
-    text = stat_path.read_text()
-    name = text[text.index("(") + 1 : text.rindex(")")]
-    fields = text.rsplit(")", 1)[1].split()
-    return name, (int(fields[11]) + int(fields[12])) / CpuMeter.TICK
-
-
-class CpuMeter:
-    """CPU seconds over a period: the web worker, the `flask workers` processes, this process, the
-    PostgreSQL backends of the bench's database (other backends, e.g. another run's tests, count as
-    `postgres_other`), Redis, and how busy the whole machine was."""
-
-    TICK = os.sysconf("SC_CLK_TCK")
-    SERVICES = {"postgres": "postgres_cpu_s", "redis-server": "redis_cpu_s"}
-
-    def __init__(self, web_pid: int, worker_pids: list[int] = (), database: str = ""):
-        children = Path(f"/proc/{web_pid}/task/{web_pid}/children").read_text().split()
-        self.worker = int(children[0]) if children else web_pid
-        self.worker_pids = list(worker_pids)
-        self.database = database
-        self.before = self._sample()
-
-    def _sample(self) -> dict[str, float]:
-        sample = {"wall_s": time.monotonic(), "web_worker_cpu_s": _process_cpu(Path(f"/proc/{self.worker}/stat"))[1]}
-        for pid in self.worker_pids:
-            with contextlib.suppress(OSError):  # exited
-                sample[f"workers_cpu_s:{pid}"] = _process_cpu(Path(f"/proc/{pid}/stat"))[1]
-        own = os.times()
-        sample["bench_process_cpu_s"] = own.user + own.system
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                name, seconds = _process_cpu(stat)
-                if name == "postgres" and self.database:
-                    mine = self.database in (stat.parent / "cmdline").read_bytes().decode(errors="replace")
-                    name = "postgres" if mine else "postgres_other"
-            except (OSError, ValueError):
-                continue  # exited meanwhile
-            if name in self.SERVICES:
-                sample[f"{self.SERVICES[name]}:{stat.parent.name}"] = seconds
-            elif name == "postgres_other":
-                sample[f"postgres_other_cpu_s:{stat.parent.name}"] = seconds
-        machine = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        sample["machine_s"], sample["idle_s"] = sum(machine) / self.TICK, (machine[3] + machine[4]) / self.TICK
-        return sample
-
-    def result(self) -> dict:
-        after = self._sample()
-        delta = dict.fromkeys(self.SERVICES.values(), 0.0)
-        for key in after:  # a process started meanwhile counts whole; one that exited is missing
-            name = key.split(":", 1)[0]
-            delta[name] = delta.get(name, 0.0) + after[key] - self.before.get(key, 0.0)
-        machine, idle = delta.pop("machine_s"), delta.pop("idle_s")
-        return {
-            **{key: round(value, 1) for key, value in sorted(delta.items())},
-            "machine_busy_pct": round(100 * (1 - idle / machine), 1) if machine else None,
-            "cores": os.cpu_count(),
-            "load_average_1m": round(os.getloadavg()[0], 2),
-        }
 
 
 def drain(progress, target: int, quiet_seconds: float) -> float:
@@ -613,6 +562,13 @@ def main() -> None:
         default=0,
         help="`flask workers` processes for the inbox and outbox (0: they run inside the web process)",
     )
+    parser.add_argument(
+        "--web-processes",
+        type=int,
+        default=1,
+        help="gunicorn web processes (docs/deploy.md: one per core); each agent connects to one of them, as"
+        " nginx's ip_hash pins a console, and the pushes are spread over them",
+    )
     parser.add_argument("--bare-rate", type=float, default=20.0, help="bare emits (the probe) per second")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--idle-seconds", type=float, default=5.0, help="CPU measured with agents connected, idle")
@@ -638,21 +594,24 @@ def main() -> None:
         flask(env, "db", "upgrade")
         shop_id, key = add_shop(env, APPID, sim_url)
         agent_rows = create_agents(database_url, shop_id, args.agents, capacity=max(200, args.buyers))
-        port = free_port()
-        web = start_web(env, port, threads, logs / "web.log")
+        ports = [free_port() for _ in range(args.web_processes)]
+        webs = [start_web(env, port, threads, logs / f"web{n}.log") for n, port in enumerate(ports)]
         workers = [
             start_process([str(BIN / "flask"), "workers"], env, logs / f"workers{n}.log")
             for n in range(args.worker_processes)
         ]
-        base_url = f"http://127.0.0.1:{port}"
-        agents = [Agent(user_id, username, base_url, recorder) for user_id, username in agent_rows]
+        base_urls = [f"http://127.0.0.1:{port}" for port in ports]
+        agents = [
+            Agent(user_id, username, base_urls[n % len(base_urls)], recorder)
+            for n, (user_id, username) in enumerate(agent_rows)
+        ]
         stopping = threading.Event()
         try:
             connect_agents(agents)
             threading.Thread(target=heartbeats, args=(agents, stopping), daemon=True).start()
             pushes = build_pushes(count, args.buyers, f"/webhooks/{key}")
             load = Load(
-                port,
+                ports,
                 pushes,
                 args.rate,
                 recorder,
@@ -666,11 +625,12 @@ def main() -> None:
             )
             database = sa.engine.make_url(database_url).database
             worker_pids = [process.pid for process in workers]
-            idle_meter = CpuMeter(web.pid, worker_pids, database)  # the connected agents alone
+            web_pids = [web.pid for web in webs]
+            idle_meter = CpuMeter(web_pids, worker_pids, database)  # the connected agents alone
             time.sleep(args.idle_seconds)
             idle_cpu = idle_meter.result()
             log(f"pushing {count} messages at {args.rate:g}/s, {len(recorder.reply_to)} to be answered")
-            cpu_meter = CpuMeter(web.pid, worker_pids, database)
+            cpu_meter = CpuMeter(web_pids, worker_pids, database)
             elapsed = load.run()
             log(f"pushed in {elapsed:.1f} s; draining (up to {args.drain:g} s)")
             drained = drain(lambda: len(recorder.push_t1) + len(recorder.ping_t1), count + pings, args.drain)
@@ -681,8 +641,7 @@ def main() -> None:
             stopping.set()
             for agent in agents:
                 agent.close()
-            stop(web)
-            for process in workers:
+            for process in [*webs, *workers]:
                 stop(process)
             simulator.stop()
             sim_server.shutdown()
@@ -717,7 +676,7 @@ def main() -> None:
                 "reply_share": args.reply_share,
                 "database": "postgresql",
                 "message_queue": "redis",
-                "web_processes": 1,
+                "web_processes": args.web_processes,
                 "gunicorn_threads": threads,
                 "sender_threads": args.senders,
             },

@@ -6,6 +6,7 @@ scheduler process, the platform simulator; all on loopback. Each prints one JSON
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -75,6 +76,72 @@ class SimulatorServer:
     def shutdown(self) -> None:
         self._server.close()
         self._server.task_dispatcher.shutdown()
+
+
+def _process_cpu(stat_path: Path) -> tuple[str, float]:
+    """(command name, CPU seconds) from /proc/<pid>/stat."""
+    text = stat_path.read_text()
+    name = text[text.index("(") + 1 : text.rindex(")")]
+    fields = text.rsplit(")", 1)[1].split()
+    return name, (int(fields[11]) + int(fields[12])) / CpuMeter.TICK
+
+
+class CpuMeter:
+    """CPU seconds over a period: the web workers (of one gunicorn master's pid, or several), the
+    `flask workers` processes, this process, the PostgreSQL backends of the bench's database (other
+    backends, e.g. another run's tests, count as `postgres_other`), Redis, and how busy the whole
+    machine was."""
+
+    TICK = os.sysconf("SC_CLK_TCK")
+    SERVICES = {"postgres": "postgres_cpu_s", "redis-server": "redis_cpu_s"}
+
+    def __init__(self, web_pid: int | list[int], worker_pids: list[int] = (), database: str = ""):
+        self.web_workers = []
+        for pid in [web_pid] if isinstance(web_pid, int) else web_pid:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            self.web_workers.append(int(children[0]) if children else pid)
+        self.worker_pids = list(worker_pids)
+        self.database = database
+        self.before = self._sample()
+
+    def _sample(self) -> dict[str, float]:
+        sample = {"wall_s": time.monotonic()}
+        for pid in self.web_workers:
+            sample[f"web_worker_cpu_s:{pid}"] = _process_cpu(Path(f"/proc/{pid}/stat"))[1]
+        for pid in self.worker_pids:
+            with contextlib.suppress(OSError):  # exited
+                sample[f"workers_cpu_s:{pid}"] = _process_cpu(Path(f"/proc/{pid}/stat"))[1]
+        own = os.times()
+        sample["bench_process_cpu_s"] = own.user + own.system
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                name, seconds = _process_cpu(stat)
+                if name == "postgres" and self.database:
+                    mine = self.database in (stat.parent / "cmdline").read_bytes().decode(errors="replace")
+                    name = "postgres" if mine else "postgres_other"
+            except (OSError, ValueError):
+                continue  # exited meanwhile
+            if name in self.SERVICES:
+                sample[f"{self.SERVICES[name]}:{stat.parent.name}"] = seconds
+            elif name == "postgres_other":
+                sample[f"postgres_other_cpu_s:{stat.parent.name}"] = seconds
+        machine = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        sample["machine_s"], sample["idle_s"] = sum(machine) / self.TICK, (machine[3] + machine[4]) / self.TICK
+        return sample
+
+    def result(self) -> dict:
+        after = self._sample()
+        delta = dict.fromkeys(self.SERVICES.values(), 0.0)
+        for key in after:  # a process started meanwhile counts whole; one that exited is missing
+            name = key.split(":", 1)[0]
+            delta[name] = delta.get(name, 0.0) + after[key] - self.before.get(key, 0.0)
+        machine, idle = delta.pop("machine_s"), delta.pop("idle_s")
+        return {
+            **{key: round(value, 1) for key, value in sorted(delta.items())},
+            "machine_busy_pct": round(100 * (1 - idle / machine), 1) if machine else None,
+            "cores": os.cpu_count(),
+            "load_average_1m": round(os.getloadavg()[0], 2),
+        }
 
 
 def percentile(values: list[float], q: float) -> float | None:

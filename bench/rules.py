@@ -61,9 +61,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.platform.simulator import Simulator
 from app.platform.simulator.scenario import CATALOGUE
-from bench.chat import CpuMeter
 from bench.common import (
     AES_KEY,
+    CpuMeter,
     SimulatorServer,
     add_shop,
     desk_env,

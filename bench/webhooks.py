@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.platform.crypto import PushCrypto
 from bench.common import (
     AES_KEY,
+    CpuMeter,
     add_shop,
     desk_env,
     emit,
@@ -119,7 +120,9 @@ def main() -> None:
         try:
             work, distinct = prepare(args.pushes, args.duplicates, f"/webhooks/{key}")
             load(port, work[:200], args.concurrency)  # warm-up: connections, caches (stored like the rest)
+            meter = CpuMeter(web.pid, database=sa.engine.make_url(database_url).database)
             latencies, statuses, elapsed = load(port, work[200:], args.concurrency)
+            cpu = meter.result()
         finally:
             stop(web)
         engine = sa.create_engine(database_url)
@@ -139,6 +142,10 @@ def main() -> None:
             "duplicates_sent": measured + 200 - distinct,
             "pushes_per_second": round(measured / elapsed, 1),
             "ack_latency": summary_ms(latencies),
+            # CPU per push: the web process's and its PostgreSQL backends' (this process sends them)
+            "web_cpu_ms_per_push": round(1000 * cpu["web_worker_cpu_s"] / measured, 3),
+            "postgres_cpu_ms_per_push": round(1000 * cpu["postgres_cpu_s"] / measured, 3),
+            "machine_busy_pct": cpu["machine_busy_pct"],
             "non_200": sum(1 for s in statuses if s != 200),
             "stored_rows": stored[0],
             "lost": distinct - stored[1],

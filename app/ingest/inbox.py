@@ -76,8 +76,12 @@ def subject_of(payload: dict) -> str | None:
 def receive(shop_id: int, payload: dict, plaintext: str, connection: sa.Connection | None = None) -> bool:
     """Store a push once; True when it is new. The caller commits (its session, or ``connection``)."""
     executor = connection or db.session
+    return insert_new(executor, InboxEvent.__table__, _event_values(shop_id, payload, plaintext)).scalar() is not None
+
+
+def _event_values(shop_id: int, payload: dict, plaintext: str) -> dict:
     now = utcnow()
-    values = {
+    return {
         "shop_id": shop_id,
         "dedupe_key": dedupe_key(payload, plaintext),
         "event": str(payload.get("Event", ""))[:64],
@@ -88,7 +92,6 @@ def receive(shop_id: int, payload: dict, plaintext: str, connection: sa.Connecti
         "next_attempt_at": now,
         "received_at": now,
     }
-    return insert_new(executor, InboxEvent.__table__, values).scalar() is not None  # its statement built once
 
 
 @dataclass(frozen=True)

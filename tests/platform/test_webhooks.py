@@ -179,18 +179,22 @@ def test_push_answers_set_no_cookie_and_are_not_cached(client, shop):
 
 
 def test_a_failure_while_storing_answers_500_and_the_platform_retry_is_stored(app, client, shop, monkeypatch):
+    """The database itself refuses the INSERT (here: a shop id it does not know, a foreign key).
+    Nothing is stored, the platform hears 500 and retries, and the retry is stored once."""
     from app.ingest import inbox
 
-    real_receive = inbox.receive
+    real_values = inbox._event_values
 
-    def database_down(*args, **kwargs):
-        raise RuntimeError("database went away")
+    def refused_by_the_database(shop_id, payload, plaintext):
+        return {**real_values(shop_id, payload, plaintext), "shop_id": 987654321}
 
-    monkeypatch.setattr(inbox, "receive", database_down)
+    monkeypatch.setattr(inbox, "_event_values", refused_by_the_database)
     query, body = build_push(MESSAGE)
     response = client.post(shop["url"], query_string=query, json=body)
     assert (response.status_code, response.get_data(as_text=True)) == (500, "internal_error")
     assert _events(app) == []
-    monkeypatch.setattr(inbox, "receive", real_receive)
+    monkeypatch.setattr(inbox, "_event_values", real_values)
+    # One push at a time: the pool hands out the connection the refusal came back on.
     assert client.post(shop["url"], query_string=query, json=body).get_data(as_text=True) == "success"
+    assert client.post(shop["url"], query_string=query, json=body).get_data(as_text=True) == "success"  # dup
     assert len(_events(app)) == 1
