@@ -85,8 +85,6 @@ REFUND_TOO_FAST = 10021059
 FLOOR_PER_ORDER_S = 60.0
 
 
-
-
 def log(message: str) -> None:
     print(f"[rules bench] {message}", file=sys.stderr, flush=True)
 

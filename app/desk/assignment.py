@@ -29,7 +29,6 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 from flask_babel import gettext as _
-from sqlalchemy.dialects.postgresql import JSONB
 
 from app import events, tenancy
 from app.db import driver_statement, utcnow
@@ -205,14 +204,15 @@ def _pick_statement(dialect: str) -> sa.Select:
     It runs under the assignment lock, once per new conversation, so on PostgreSQL its work must not
     depend on the planner's statistics: at a livestream's start they are those of tables that were
     nearly empty a moment before, and any join may then be run as a nested loop rescanning its
-    inner side per row (candidates x loads, or every open conversation per candidate: 12-77 ms
-    for 200 agents, while the lock queues every other new conversation). So nothing is joined. The
-    shop's agents and the live connections are id lists computed once (``= ANY(ARRAY(...))``, an
-    InitPlan each); the loads (the shop's agents' open conversations, in every shop: capacity is
-    per person) are one grouped scan folded into a JSON object in a one-row CTE, looked up per
-    candidate. tests/desk/test_assignment_plan.py bounds the rows the plan touches. On SQLite (the
-    single-process demo) the same with ``IN`` and a correlated count. The statement runs after the
-    lock was taken: its snapshot sees every assignment committed before.
+    inner side per row (12-77 ms for 200 agents, while the lock queues every other new
+    conversation). So nothing is joined: the shop's agents and the live connections are id lists
+    computed once (``= ANY(ARRAY(...))``, an InitPlan each), and an agent's load is a column of
+    their row, ``users.open_conversations``, which triggers on conversations keep (capacity is per
+    person, so it counts every shop's). Counting the open conversations here instead grew with
+    them: 2.2 ms mean with 1,000 open (``pg_stat_statements`` under ``bench/chat.py``).
+    tests/desk/test_assignment_plan.py bounds the rows the plan touches. On SQLite (the
+    single-process demo) the same with ``IN``. The statement runs after the lock was taken: its
+    snapshot sees every assignment committed before.
     """
     shop_id = sa.bindparam("pick_shop_id", type_=sa.Integer)
     members = sa.select(user_shops.c.user_id).where(user_shops.c.shop_id == shop_id)
@@ -225,34 +225,15 @@ def _pick_statement(dialect: str) -> sa.Select:
         def among(column, ids: sa.Select):
             return column.in_(ids)
 
-    # The shop's agents only, in each list: the other shops' agents cost this pick nothing.
+    # The shop's agents only: the other shops' agents cost this pick nothing.
     connected = sa.select(AgentConnection.user_id).where(
         AgentConnection.seen_at >= sa.bindparam("seen_after", type_=AgentConnection.seen_at.type),
         among(AgentConnection.user_id, members),
     )
-    open_of = sa.and_(Conversation.status == ConversationStatus.OPEN, among(Conversation.assignee_id, members))
-    if dialect == "postgresql":
-        per_assignee = (
-            sa.select(Conversation.assignee_id.label("user_id"), sa.func.count().label("open_count"))
-            .where(open_of)
-            .group_by(Conversation.assignee_id)
-            .subquery()
-        )
-        loads = sa.select(
-            sa.func.jsonb_object_agg(per_assignee.c.user_id, per_assignee.c.open_count).label("by_user")
-        ).cte("loads").prefix_with("MATERIALIZED")  # computed once, not per candidate
-        by_user = sa.type_coerce(loads.c.by_user, JSONB)[sa.cast(User.id, sa.Text)].astext
-        load = sa.func.coalesce(sa.cast(by_user, sa.Integer), 0)
-        candidates = sa.select(User.id).select_from(User, loads)
-    else:
-        load = (
-            sa.select(sa.func.count(Conversation.id))
-            .where(open_of, Conversation.assignee_id == User.id)
-            .scalar_subquery()
-        )
-        candidates = sa.select(User.id)
+    load = User.open_conversations
     return (
-        candidates.where(
+        sa.select(User.id)
+        .where(
             User.is_active,
             User.presence == "online",
             among(User.id, members),
@@ -489,41 +470,47 @@ def queue_position(conversation: Conversation) -> int | None:
 
 
 def assign(actor: User, conversation_id: int, user_id: int | None) -> dict:
-    """Take, transfer, reassign, or return to the queue (``user_id`` None), with the role rules."""
+    """Take, transfer, reassign, or return to the queue (``user_id`` None), with the role rules.
+
+    Under the assignment lock, as every other assignment decision: a transfer moves both agents'
+    open counts (``users.open_conversations``, kept by a trigger), and two transfers crossing
+    between the same two agents, or one crossing an automatic reassignment, would otherwise lock
+    their rows in opposite orders."""
     changes = Changes()
-    conversation = lock_conversation(conversation_id)
-    previous = conversation.assignee_id
-    is_supervisor = actor.role in (Role.SUPERVISOR, Role.ADMIN)
-    if not is_supervisor and previous not in (None, actor.id):
-        raise DeskError("forbidden", _("Only the assigned agent or a supervisor can transfer this conversation."))
-    if not is_supervisor and previous is None and user_id not in (actor.id, None):
-        raise DeskError("forbidden", _("Take the conversation yourself, or ask a supervisor to assign it."))
-    if conversation.status != ConversationStatus.OPEN:
-        raise DeskError("resolved", _("This conversation is resolved. Reopen it first."))
-    now = utcnow()
-    if user_id is None and previous is None:
-        db.session.rollback()  # already waiting in the queue: keep its place
-        return views.conversation_summary(conversation)
-    if user_id is None:
-        conversation.assignee_id = None
-        conversation.assigned_at = None
-        conversation.queued_at = now
-    else:
-        target = db.session.get(User, user_id)
-        serves = (
-            target is not None
-            and target.is_active
-            and (target.role == Role.ADMIN or any(shop.id == conversation.shop_id for shop in target.shops))
-        )
-        if not serves:
-            raise DeskError("invalid", _("That person does not serve this shop."))
-        conversation.assignee_id = target.id
-        conversation.assigned_at = now
-        conversation.queued_at = None
-        target.last_assigned_at = now
-    if conversation.assignee_id != previous:
-        changes.conversation(conversation, "assigned", None, previous)
-    db.session.commit()
+    with assignment_lock():
+        conversation = lock_conversation(conversation_id)
+        previous = conversation.assignee_id
+        is_supervisor = actor.role in (Role.SUPERVISOR, Role.ADMIN)
+        if not is_supervisor and previous not in (None, actor.id):
+            raise DeskError("forbidden", _("Only the assigned agent or a supervisor can transfer this conversation."))
+        if not is_supervisor and previous is None and user_id not in (actor.id, None):
+            raise DeskError("forbidden", _("Take the conversation yourself, or ask a supervisor to assign it."))
+        if conversation.status != ConversationStatus.OPEN:
+            raise DeskError("resolved", _("This conversation is resolved. Reopen it first."))
+        now = utcnow()
+        if user_id is None and previous is None:
+            db.session.rollback()  # already waiting in the queue: keep its place
+            return views.conversation_summary(conversation)
+        if user_id is None:
+            conversation.assignee_id = None
+            conversation.assigned_at = None
+            conversation.queued_at = now
+        else:
+            target = db.session.get(User, user_id)
+            serves = (
+                target is not None
+                and target.is_active
+                and (target.role == Role.ADMIN or any(shop.id == conversation.shop_id for shop in target.shops))
+            )
+            if not serves:
+                raise DeskError("invalid", _("That person does not serve this shop."))
+            conversation.assignee_id = target.id
+            conversation.assigned_at = now
+            conversation.queued_at = None
+            target.last_assigned_at = now
+        if conversation.assignee_id != previous:
+            changes.conversation(conversation, "assigned", None, previous)
+        db.session.commit()
     summary = views.conversation_summary(conversation)
     changes.announce()
     if user_id is None:

@@ -72,6 +72,10 @@ class User(UserMixin, IdMixin, TimestampMixin, Base):
     presence: Mapped[str] = mapped_column(sa.String(16), default="online")
     # Assignment gives ties to whoever has waited longest for a conversation.
     last_assigned_at: Mapped[datetime | None]
+    # The agent's open conversations in every shop (capacity is per person), kept by the database:
+    # triggers on conversations (migration 5c9e1f7a2b34), whatever changes a conversation's status
+    # or assignee. The assignment's pick reads it instead of counting under its lock.
+    open_conversations: Mapped[int] = mapped_column(default=0, server_default="0")
 
     # Loaded when used (the request's scope, forms), not with every user row (agent lists, assignment).
     shops = relationship("Shop", secondary=user_shops, lazy="select", order_by="Shop.id")
