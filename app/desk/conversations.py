@@ -475,14 +475,22 @@ def reopen(user: User, conversation_id: int) -> dict:
     if newer is not None:
         raise DeskError("conflict", _("This buyer already has an open conversation."))
     previous = conversation.assignee_id
+    now = utcnow()
     conversation.status = ConversationStatus.OPEN
     conversation.resolved_at = None
     conversation.resolved_by_id = None
+    # To the reopening agent in the same UPDATE: the trigger that keeps the agents' open counts
+    # (users.open_conversations) then locks their row only (a resolved conversation counts for
+    # nobody), not the previous assignee's first and theirs after.
+    conversation.assignee_id = user.id
+    conversation.assigned_at = now
+    conversation.queued_at = None
     try:
         # Open first, alone: if the buyer's new message is opening a conversation right now, wait
-        # for it here, before holding the agent's row (that transaction may be assigning to them).
+        # for it here, in the UPDATE, before the trigger holds the agent's row (that transaction
+        # may be assigning to them).
         db.session.flush()
-        _assign(conversation, user, utcnow())
+        user.last_assigned_at = now
         changes.conversation(conversation, "reopened", None, previous)
         db.session.commit()
     except (sa.exc.IntegrityError, sa.exc.OperationalError) as exc:

@@ -19,8 +19,10 @@ down_revision = "4b8d2e6f9c13"
 branch_labels = None
 depends_on = None
 
-# One UPDATE for both agents of a transfer: it locks their rows in id order, so two transfers
-# crossing between the same two agents cannot deadlock on them.
+# One UPDATE for both agents of a transfer. The paths that move a conversation between two agents
+# (the pick's reassignment, a supervisor's transfer) hold the assignment lock, so two of them never
+# lock the same two agents' rows in opposite orders (app/desk/assignment.py assign; reopen assigns
+# in the UPDATE that reopens, so the trigger locks the reopening agent's row only).
 POSTGRES_FUNCTION = """
 CREATE FUNCTION conversations_count_open() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -68,6 +70,10 @@ SQLITE_TRIGGERS = [
 
 
 def upgrade():
+    if op.get_bind().dialect.name == "postgresql":
+        # No conversation changes between the count and the trigger taking over (a resolve committed
+        # in between would be counted by neither); reads go on. Held until this migration commits.
+        op.execute("LOCK TABLE conversations IN SHARE ROW EXCLUSIVE MODE")
     op.add_column("users", sa.Column("open_conversations", sa.Integer(), nullable=False, server_default="0"))
     op.execute(
         "UPDATE users SET open_conversations = (SELECT count(*) FROM conversations"
@@ -85,8 +91,11 @@ def downgrade():
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP TRIGGER conversations_count_open ON conversations")
         op.execute("DROP FUNCTION conversations_count_open()")
-    else:
-        for name in ("insert", "delete", "update"):
-            op.execute(f"DROP TRIGGER conversations_count_open_{name}")
-    with op.batch_alter_table("users") as batch:
-        batch.drop_column("open_conversations")
+        op.drop_column("users", "open_conversations")
+        return
+    for name in ("insert", "delete", "update"):
+        op.execute(f"DROP TRIGGER conversations_count_open_{name}")
+    # Not a batch rebuild of users: with foreign keys on, dropping the old table would run every
+    # ON DELETE action that points at users (memberships, connections, assignees). SQLite 3.35+
+    # drops a column in place.
+    op.execute("ALTER TABLE users DROP COLUMN open_conversations")

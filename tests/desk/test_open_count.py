@@ -139,3 +139,52 @@ def test_crossing_transfers_at_once_keep_the_count_and_never_deadlock(app, desk)
         thread.join(60)
     assert errors == []
     assert assert_kept()[a] == 1 and kept_and_true()[0][b] == 1
+
+
+def test_a_reopen_crossing_a_transfer_never_deadlocks(app, desk):
+    """An agent reopens a conversation another agent held while a supervisor moves a conversation
+    between the same two agents, over and over, at once: reopening assigns in the UPDATE that
+    reopens, so it locks the reopening agent's row only, never the previous assignee's first."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("concurrent writers are PostgreSQL's (SQLite has one writer)")
+    a, b = desk.agents
+    ids = [arrive(desk.shop) for _ in range(2)]
+    boss = db.session.get(User, desk.boss)
+    for conversation_id in ids:
+        assignment.assign(boss, conversation_id, a)
+    reopened, moved = ids
+    db.session.remove()
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def run(steps) -> None:
+        with app.app_context():
+            try:
+                start.wait()
+                for _ in range(15):
+                    for step in steps:
+                        step()
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+            finally:
+                db.session.remove()
+
+    def user(user_id: int) -> User:
+        return db.session.get(User, user_id)
+
+    reopening = [
+        lambda: conversations.resolve(user(desk.boss), reopened),
+        lambda: conversations.reopen(user(b), reopened),  # was a's
+        lambda: assignment.assign(user(desk.boss), reopened, a),
+    ]
+    transferring = [
+        lambda: assignment.assign(user(desk.boss), moved, b),
+        lambda: assignment.assign(user(desk.boss), moved, a),
+    ]
+    threads = [threading.Thread(target=run, args=(steps,)) for steps in (reopening, transferring)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert assert_kept()[a] == 2
