@@ -146,19 +146,6 @@ def prune_connections() -> int:
     return result.rowcount or 0
 
 
-def open_counts(user_ids: list[int]) -> dict[int, int]:
-    """Open conversations per user, across every shop (capacity is per person, not per shop)."""
-    if not user_ids:
-        return {}
-    with tenancy.system_scope(db.session()):
-        rows = db.session.execute(
-            sa.select(Conversation.assignee_id, sa.func.count())
-            .where(Conversation.status == ConversationStatus.OPEN, Conversation.assignee_id.in_(user_ids))
-            .group_by(Conversation.assignee_id)
-        ).all()
-    return {user_id: count for user_id, count in rows}
-
-
 def agents_for_shop(shop_id: int) -> list[dict]:
     """Active users serving the shop, with presence and load (the transfer list)."""
     now = utcnow()
@@ -169,14 +156,13 @@ def agents_for_shop(shop_id: int) -> list[dict]:
         .where(user_shops.c.shop_id == shop_id, User.is_active)
         .order_by(User.display_name, User.id)
     ).all()
-    counts = open_counts([user.id for user, _live in rows])
     return [
         {
             "id": user.id,
             "name": user.display_name,
             "role": user.role.value,
             "presence": (user.presence if user.presence in PRESENCE_CHOICES else "online") if live else "offline",
-            "open_count": counts.get(user.id, 0),
+            "open_count": user.open_conversations,  # kept by triggers (users.open_conversations)
             "capacity": user.capacity,
         }
         for user, live in rows
