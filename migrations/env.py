@@ -54,9 +54,38 @@ def run_migrations_offline():
 def run_migrations_online():
     connectable = target_db.engine
     with connectable.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_db.metadata, **configure_kwargs())
-        with context.begin_transaction():
-            context.run_migrations()
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            _sqlite_foreign_keys(connection, on=False)
+        try:
+            context.configure(connection=connection, target_metadata=target_db.metadata, **configure_kwargs())
+            with context.begin_transaction():
+                context.run_migrations()
+            if sqlite:
+                _check_foreign_keys(connection)
+        finally:
+            if sqlite:
+                _sqlite_foreign_keys(connection, on=True)
+
+
+# SQLite alters most tables by rebuilding them (batch mode: copy, drop the old table, rename the
+# copy). With foreign keys on, dropping the old table first deletes its rows and so runs every
+# ON DELETE action pointing at it: rebuilding `users` would delete every membership and unassign
+# every conversation, rebuilding `conversations` would delete every message. SQLite's documented
+# procedure for such changes: foreign keys off for the run (the pragma does nothing inside a
+# transaction), then `foreign_key_check` before the application works on the result.
+
+
+def _sqlite_foreign_keys(connection, on: bool) -> None:
+    connection.exec_driver_sql(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+    connection.commit()
+
+
+def _check_foreign_keys(connection) -> None:
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    connection.commit()
+    if broken:
+        raise RuntimeError(f"the migrations left rows whose foreign keys point nowhere: {broken[:10]}")
 
 
 if context.is_offline_mode():
