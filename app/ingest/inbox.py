@@ -341,10 +341,14 @@ def handle(shop_id: int, payload: dict) -> list[Announcement]:
         if not after_sale_id:
             return []
         client = client_for(shop)
-        after_sale = client.get_after_sale(str(after_sale_id))
+        after_sale = None
+        if not store.after_sale_known_since(shop.id, str(after_sale_id), info.get("status"), payload.get("CreateTime")):
+            after_sale = client.get_after_sale(str(after_sale_id))
         # The order changes with its after-sales (counts, update_time) but gets no push of its own.
         order = client.get_order(str(info["order_id"])) if info.get("order_id") else None
-        announcements = [announce_after_sale(shop.id, store.upsert_after_sale(shop.id, after_sale, fetched_at))]
+        announcements = []
+        if after_sale is not None:
+            announcements.append(announce_after_sale(shop.id, store.upsert_after_sale(shop.id, after_sale, fetched_at)))
         if order is not None:
             announcements.append(announce_order(shop.id, store.upsert_order(shop.id, order, fetched_at)))
         return announcements

@@ -333,6 +333,27 @@ def _order_pk(shop_id: int, order_id: str) -> int | None:
     return db.session.scalar(sa.select(Order.id).where(Order.shop_id == shop_id, Order.order_id == order_id))
 
 
+def after_sale_known_since(shop_id: int, after_sale_id: str, status: str | None, pushed_at: Any) -> bool:
+    """Whether the stored after-sale already holds what a status push announces: the push says
+    "``status`` as of ``pushed_at``" (its CreateTime), and the stored detail has that very status
+    and was changed on the platform in that second or later. This is the push of a change the desk
+    read back itself after its own approval. Fetching the detail again would bring nothing the push
+    announces: status pushes come for status changes only, and the pollers reconcile the rest. A
+    push with another status is always followed up, whatever the times say (the platform's push and
+    update clocks need not agree to the second)."""
+    pushed = from_unix(pushed_at)
+    if pushed is None or not status:
+        return False
+    row = db.session.execute(
+        sa.select(AfterSale.status, AfterSale.platform_updated_at).where(
+            AfterSale.shop_id == shop_id, AfterSale.after_sale_order_id == after_sale_id
+        )
+    ).first()
+    if row is None or row.platform_updated_at is None:
+        return False
+    return row.status == str(status) and row.platform_updated_at >= pushed
+
+
 def upsert_after_sale(shop_id: int, detail: dict, fetched_at: datetime | None = None) -> Upserted:
     """Store an after-sale detail. ``fetched_at``: when the HTTP call that returned it started."""
     fetched_at = fetched_at or utcnow()

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from app.db import BOTH_LANES, FIRST_LANE, utcnow
 from app.extensions import db
 from app.ingest import inbox, pollers, store
-from app.models import ApiBlock, Conversation, InboxEvent, InboxStatus, Message, Order, Shop
+from app.models import AfterSale, ApiBlock, Conversation, InboxEvent, InboxStatus, Message, Order, Shop
 from app.platform.simulator.scenario import CATALOGUE, new_buyer
 from app.platform.simulator.state import NOT_FOUND, ApiError
 from tests.factories import make_shop
@@ -439,4 +439,65 @@ def test_a_claim_is_committed_with_its_statement_and_a_failed_one_takes_nothing(
         assert [tuple(row) for row in seen] == [("processing", "pipelined"), ("pending", None)]
         db.session.commit()  # finds nothing left to do
         assert [payload["n"] for _shop, payload in inbox.claim(limit=5).items.values()] == [1]
+        db.session.remove()
+
+
+AFTER_SALE_DETAIL = "/channels/ec/aftersale/getaftersaleorder"
+ORDER_DETAIL = "/channels/ec/order/get"
+
+
+def _status_push(record: dict, created_at: int | None) -> dict:
+    return {
+        "ToUserName": "wx",
+        "FromUserName": "system",
+        "CreateTime": created_at,
+        "MsgType": "event",
+        "Event": inbox.AFTER_SALE_EVENT,
+        "finder_shop_aftersale_status_update": {
+            "status": record["status"],
+            "after_sale_order_id": record["after_sale_order_id"],
+            "order_id": int(record["order_id"]),
+        },
+    }
+
+
+def test_a_status_push_of_what_is_stored_already_fetches_only_the_order(app, simulator, polled_shop):
+    """The push of a change the desk read back itself (after its own approval) names a status, as of a
+    second, that the stored detail already has: its detail is not fetched again. Every other push is
+    followed up: an unknown after-sale, another status, a later second, no time at all."""
+    shop_id, sim_shop = polled_shop
+    platform = simulator.platform
+    order = platform.place_order(sim_shop, new_buyer(platform, sim_shop, random.Random(5)), [dict(CATALOGUE[0])])
+    record = platform.open_after_sale(sim_shop, order["order_id"], "REFUND")
+
+    def calls(api: str) -> int:
+        return len(platform.calls(sim_shop, api))
+
+    def handle(push: dict) -> None:
+        inbox.handle(shop_id, push)
+        db.session.commit()
+
+    def now_on_platform() -> tuple[dict, int]:
+        with platform.lock:
+            return dict(record), record["update_time"]
+
+    with app.app_context():
+        current, changed_at = now_on_platform()
+        handle(_status_push(current, changed_at))  # not stored yet
+        assert (calls(AFTER_SALE_DETAIL), calls(ORDER_DETAIL)) == (1, 1)
+        handle(_status_push(current, changed_at))  # what is stored, as of that second
+        assert (calls(AFTER_SALE_DETAIL), calls(ORDER_DETAIL)) == (1, 2), "the order is fetched all the same"
+
+        platform.accept_after_sale(sim_shop, {"after_sale_order_id": record["after_sale_order_id"]})
+        current, changed_at = now_on_platform()
+        handle(_status_push(current, changed_at))  # another status than the stored one
+        assert calls(AFTER_SALE_DETAIL) == 2
+        stored = db.session.scalar(sa.select(AfterSale.status).where(AfterSale.shop_id == shop_id))
+        assert stored == "MERCHANT_REFUND_SUCCESS"
+
+        handle(_status_push(current, changed_at))
+        assert calls(AFTER_SALE_DETAIL) == 2
+        handle(_status_push(current, changed_at + 1))  # the same status, but pushed a second after the change
+        handle(_status_push(current, None))  # no time to compare
+        assert calls(AFTER_SALE_DETAIL) == 4
         db.session.remove()
