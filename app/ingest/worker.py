@@ -40,7 +40,10 @@ class QueueWorkers:
         # Wake-ups waiting for a thread: each wake-up rouses one idle thread (not all of them: a
         # herd of threads claiming one new event costs a query each and finds nothing).
         self._wakeups = 0
-        self._ready = threading.Condition()
+        self._idle = 0  # threads waiting in _wait
+        lock = threading.Lock()
+        self._ready = threading.Condition(lock)
+        self._spare = threading.Condition(lock)  # an idle thread no wake-up is meant for yet
         self.stopping = threading.Event()
         self.threads = [threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True) for i in range(threads)]
 
@@ -59,14 +62,27 @@ class QueueWorkers:
         self.stopping.set()
         with self._ready:
             self._ready.notify_all()
+            self._spare.notify_all()
         for thread in self.threads:
             thread.join(timeout=10)
+
+    def wait_for_spare(self, timeout: float) -> bool:
+        """Until a thread is idle that no wake-up is meant for yet (or ``timeout``): whether one is.
+        A worker process takes wake-ups from Redis only then (``listen_for_wakes``), so a process
+        whose threads are all busy leaves them to one that can start at once."""
+        with self._spare:
+            return self._spare.wait_for(lambda: self._idle > self._wakeups or self.stopping.is_set(), timeout=timeout)
 
     def _wait(self, timeout: float) -> None:
         """Until a wake-up is ours, or ``timeout`` (then look anyway: retries falling due, expired leases)."""
         with self._ready:
-            if self._ready.wait_for(lambda: self._wakeups > 0 or self.stopping.is_set(), timeout=timeout):
-                self._wakeups = max(0, self._wakeups - 1)
+            self._idle += 1
+            self._spare.notify_all()
+            try:
+                if self._ready.wait_for(lambda: self._wakeups > 0 or self.stopping.is_set(), timeout=timeout):
+                    self._wakeups = max(0, self._wakeups - 1)
+            finally:
+                self._idle -= 1
 
     def _run(self) -> None:
         while not self.stopping.is_set():
@@ -148,19 +164,31 @@ def wake_outbox(app: Flask) -> None:
     _wake(app, OUTBOX_KEY, "outbox")
 
 
+# Wake-ups kept in Redis for the worker processes when none is listening: more than any process
+# has threads (each wake-up rouses one), so a restarted process still hears of work at once.
+WAKE_BACKLOG = 64
+
+
 def _wake(app: Flask, key: str, queue: str) -> None:
     workers = _ensure_started(app, key)
     if workers is not None:
         workers.wake()
     elif app.config.get("REDIS_URL") and not app.testing:
         try:
-            _redis(app).publish(wake_channel(app), queue)
+            name = wake_list(app, queue)
+            pipe = _redis(app).pipeline(transaction=False)
+            pipe.rpush(name, 1)
+            pipe.ltrim(name, -WAKE_BACKLOG, -1)
+            pipe.execute()
         except Exception:  # the workers also look every second on their own
             log.warning("could not publish a %s wake-up", queue, exc_info=True)
 
 
-def wake_channel(app: Flask) -> str:
-    return f"{app.config['SOCKETIO_CHANNEL']}:wake"
+def wake_list(app: Flask, queue: str) -> str:
+    """The Redis list of wake-ups for ``queue`` ("inbox", "outbox"): one entry per piece of new
+    work, each taken by ONE worker process (``BLPOP``). A publish to every process woke a thread in
+    each: all but one of them claimed nothing, a claim statement and a commit each."""
+    return f"{app.config['SOCKETIO_CHANNEL']}:wake:{queue}"
 
 
 _redis_clients: dict[str, object] = {}
@@ -176,27 +204,32 @@ def _redis(app: Flask):
     return client
 
 
-def listen_for_wakes(app: Flask) -> threading.Thread | None:
-    """In a worker process: wake this process's workers when a web process publishes new work."""
+def listen_for_wakes(app: Flask) -> list[threading.Thread]:
+    """In a worker process: take wake-ups from Redis for this process's inbox and outbox workers, one
+    thread per queue, each taking a wake-up only while one of its workers is idle and free for it
+    (so a busy process leaves the work to another: ``QueueWorkers.wait_for_spare``)."""
     if not app.config.get("REDIS_URL"):
-        return None
+        return []
+    listeners = []
+    for key, queue in ((EXTENSION_KEY, "inbox"), (OUTBOX_KEY, "outbox")):
+        thread = threading.Thread(target=_listen, args=(app, key, queue), name=f"wake-listener-{queue}", daemon=True)
+        thread.start()
+        listeners.append(thread)
+    return listeners
 
-    def run() -> None:
-        while True:
-            try:
-                pubsub = _redis(app).pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(wake_channel(app))
-                for message in pubsub.listen():
-                    queue = message.get("data")
-                    key = EXTENSION_KEY if queue == b"inbox" else OUTBOX_KEY if queue == b"outbox" else None
-                    workers = app.extensions.get(key) if key else None
-                    if workers is not None:
-                        workers.wake()
-            except Exception as exc:
-                # Redis restarting is expected now and then: one line, not a traceback.
-                log.warning("wake-up listener lost Redis (%s); reconnecting in a second", type(exc).__name__)
-                threading.Event().wait(1.0)
 
-    thread = threading.Thread(target=run, name="wake-listener", daemon=True)
-    thread.start()
-    return thread
+def _listen(app: Flask, key: str, queue: str) -> None:
+    name = wake_list(app, queue)
+    while True:
+        workers = app.extensions.get(key)
+        if workers is None or workers.stopping.is_set():  # stopped (stop_workers): so is this listener
+            return
+        try:
+            if not workers.wait_for_spare(timeout=1.0):
+                continue
+            if _redis(app).blpop([name], timeout=1) is not None:
+                workers.wake()
+        except Exception as exc:
+            # Redis restarting is expected now and then: one line, not a traceback.
+            log.warning("wake-up listener lost Redis (%s); reconnecting in a second", type(exc).__name__)
+            threading.Event().wait(1.0)

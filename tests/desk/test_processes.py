@@ -253,6 +253,10 @@ def test_web_processes_wake_worker_processes_through_redis():
     class Workers:
         def __init__(self, queue: str):
             self.queue = queue
+            self.stopping = threading.Event()
+
+        def wait_for_spare(self, timeout: float) -> bool:
+            return True
 
         def wake(self) -> None:
             woke[self.queue].set()
@@ -264,6 +268,70 @@ def test_web_processes_wake_worker_processes_through_redis():
     worker.listen_for_wakes(worker_process)
     web_process = Flask("web")
     web_process.config.update(config)
-    for queue, wake in (("inbox", worker.wake), ("outbox", worker.wake_outbox)):
-        # Publish until the listener (subscribing in its thread) hears one.
-        assert _wait(lambda w=wake, q=queue: w(web_process) or woke[q].wait(0.2), timeout=10), queue
+    try:
+        for queue, wake in (("inbox", worker.wake), ("outbox", worker.wake_outbox)):
+            wake(web_process)
+            assert woke[queue].wait(10), queue
+    finally:
+        for key in (worker.EXTENSION_KEY, worker.OUTBOX_KEY):
+            worker_process.extensions[key].stopping.set()
+
+
+def test_each_wake_up_rouses_one_worker_process_with_a_thread_free():
+    """Two worker processes listen; every wake-up reaches exactly one of them (a publish woke a
+    thread in each, and all but one claimed nothing). A process whose threads are all busy takes
+    none: the free one gets them all, and none is lost meanwhile."""
+    from flask import Flask
+
+    from app.ingest import worker
+
+    if not _redis_up():
+        pytest.skip(f"!!! Redis not reachable at {REDIS_URL} !!!")
+    config = {"REDIS_URL": REDIS_URL, "SOCKETIO_CHANNEL": f"wake-test-{uuid.uuid4().hex[:8]}",
+              "INBOX_WORKERS_IN_WEB": False}
+
+    class Workers:
+        def __init__(self):
+            self.stopping, self.free = threading.Event(), threading.Event()
+            self.free.set()
+            self.wakes = 0
+            self._lock = threading.Lock()
+
+        def wait_for_spare(self, timeout: float) -> bool:
+            return self.free.wait(timeout)
+
+        def wake(self) -> None:
+            with self._lock:
+                self.wakes += 1
+
+    processes = []
+    for name in ("workers-1", "workers-2"):
+        app = Flask(name)
+        app.config.update(config)
+        app.extensions[worker.EXTENSION_KEY], app.extensions[worker.OUTBOX_KEY] = Workers(), Workers()
+        worker.listen_for_wakes(app)
+        processes.append(app)
+    inboxes = [app.extensions[worker.EXTENSION_KEY] for app in processes]
+    web_process = Flask("web")
+    web_process.config.update(config)
+    try:
+        for _ in range(40):
+            worker.wake(web_process)
+        assert _wait(lambda: sum(w.wakes for w in inboxes) == 40)
+        time.sleep(0.3)
+        assert sum(w.wakes for w in inboxes) == 40, "a wake-up reached more than one process"
+        assert all(w.wakes > 0 for w in inboxes), "both listen"
+
+        busy, free = inboxes
+        busy.free.clear()
+        time.sleep(1.2)  # the busy one's listener is past its last take
+        before = (busy.wakes, free.wakes)
+        for _ in range(10):
+            worker.wake(web_process)
+        assert _wait(lambda: free.wakes == before[1] + 10)
+        assert busy.wakes == before[0]
+    finally:
+        for app in processes:
+            for key in (worker.EXTENSION_KEY, worker.OUTBOX_KEY):
+                app.extensions[key].free.set()
+                app.extensions[key].stopping.set()
