@@ -225,8 +225,8 @@ def _listen(app: Flask, key: str, queue: str) -> None:
         if workers is None or workers.stopping.is_set():  # stopped (stop_workers): so is this listener
             return
         try:
-            if not workers.wait_for_spare(timeout=1.0):
-                continue
+            if not workers.wait_for_spare(timeout=1.0) or workers.stopping.is_set():
+                continue  # (stopping: a wake-up taken now would be lost to the other processes)
             if _redis(app).blpop([name], timeout=1) is not None:
                 workers.wake()
         except Exception as exc:
