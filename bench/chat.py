@@ -15,6 +15,7 @@ the shop, with capacity to spare so nothing queues. Once every agent has said he
   time instead (it differs when every sender was waiting for a slow webhook answer:
   `schedule_lateness`). After the load, the run waits until nothing has arrived for `--drain`
   seconds; what never arrived is lost (must be 0), and every message must be stored exactly once.
+  `push_to_agent_by_second` gives p50/p95 per second of the load (where a run's tail comes from).
 - bare emit: the same run, interleaved with the load, this process publishes `bench.ping` to a
   random agent's room through Redis (a write-only Socket.IO manager on the desk's SOCKETIO_CHANNEL):
   the delivery path alone, the floor push -> agent is compared with (`ratio_p95`, `ratio_p99`).
@@ -544,6 +545,25 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a is not None and b else None
 
 
+def latency_by_second(recorder: Recorder) -> list[list]:
+    """Push -> agent per second of the load, by when the push was sent: [second, messages, p50 ms,
+    p95 ms]. Where a run's tail comes from: the first seconds of a fresh desk, the opening phase
+    (the first ``--buyers`` messages each open a conversation), or a moment of the machine's."""
+    if not recorder.push_t0:
+        return []
+    start = min(recorder.push_t0.values())
+    seconds: dict[int, list[float]] = {}
+    for i, t1 in recorder.push_t1.items():
+        if i in recorder.push_t0:
+            seconds.setdefault(int(recorder.push_t0[i] - start), []).append(t1 - recorder.push_t0[i])
+    rows = []
+    for second in sorted(seconds):
+        values = sorted(seconds[second])
+        p50, p95 = values[len(values) // 2], values[min(len(values) - 1, int(len(values) * 0.95))]
+        rows.append([second, len(values), round(1000 * p50, 1), round(1000 * p95, 1)])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agents", type=int, default=200)
@@ -651,6 +671,7 @@ def main() -> None:
     push_latency = [recorder.push_t1[i] - recorder.push_t0[i] for i in recorder.push_t1 if i in recorder.push_t0]
     ping_latency = [recorder.ping_t1[j] - recorder.ping_t0[j] for j in recorder.ping_t1 if j in recorder.ping_t0]
     push, bare = summary_ms(push_latency), summary_ms(ping_latency)
+    by_second = latency_by_second(recorder)
     # Including the time a message waited for a free sender (when the desk answers webhooks slowly).
     from_schedule = summary_ms([t1 - recorder.push_due[i] for i, t1 in recorder.push_t1.items()])
     send_to_platform, replies, reply_stages = reply_results(recorder, sim_shop, simulator.platform, facts)
@@ -684,6 +705,7 @@ def main() -> None:
             "drain_s": round(drained, 1),
             "push_to_agent": push,
             "push_to_agent_from_schedule": from_schedule,
+            "push_to_agent_by_second": by_second,
             "bare_emit": bare,
             "ratio_p95": ratio_p95,
             "ratio_p99": ratio_p99,
