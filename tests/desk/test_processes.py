@@ -315,8 +315,10 @@ def test_each_wake_up_rouses_one_worker_process_with_a_thread_free():
     web_process = Flask("web")
     web_process.config.update(config)
     try:
+        time.sleep(0.5)  # both listeners connected and waiting: Redis hands each entry to the longest waiting
         for _ in range(40):
             worker.wake(web_process)
+            time.sleep(0.01)
         assert _wait(lambda: sum(w.wakes for w in inboxes) == 40)
         time.sleep(0.3)
         assert sum(w.wakes for w in inboxes) == 40, "a wake-up reached more than one process"
