@@ -556,12 +556,8 @@ def latency_by_second(recorder: Recorder) -> list[list]:
     for i, t1 in recorder.push_t1.items():
         if i in recorder.push_t0:
             seconds.setdefault(int(recorder.push_t0[i] - start), []).append(t1 - recorder.push_t0[i])
-    rows = []
-    for second in sorted(seconds):
-        values = sorted(seconds[second])
-        p50, p95 = values[len(values) // 2], values[min(len(values) - 1, int(len(values) * 0.95))]
-        rows.append([second, len(values), round(1000 * p50, 1), round(1000 * p95, 1)])
-    return rows
+    summaries = {second: summary_ms(values) for second, values in sorted(seconds.items())}
+    return [[second, len(seconds[second]), s["p50_ms"], s["p95_ms"]] for second, s in summaries.items()]
 
 
 def main() -> None:
