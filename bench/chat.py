@@ -21,6 +21,11 @@ the shop, with capacity to spare so nothing queues. Once every agent has said he
   the delivery path alone, the floor push -> agent is compared with (`ratio_p95`, `ratio_p99`).
   At `--bare-rate` a second (default 20, a probe that adds a fifth of an event per message rather
   than one: at the messages' own rate it was 40% of the events the desk delivered).
+- warm-up: before the clock, `--warmup` messages (100) from buyers of their own at `--warmup-rate`
+  (20 a second), one in ten answered: a desk's processes have been running when a livestream starts,
+  while a freshly started process compiles its statements and fills its caches first (in the first
+  second of a cold run that is more CPU than this machine has). `--warmup 0` measures the cold start.
+  Warm-up messages are left out of every count and latency.
 - agent send -> platform: agents answer a share of the messages with `message.send`; latency is from
   the emit to the simulator's receipt of `commkf/sendmsg` with that request_id.
 - where the time goes: the server's own timestamps (inbox_events.received_at / processed_at,
@@ -35,7 +40,7 @@ Redis. With ``--worker-processes K`` the inbox and outbox run in K `flask worker
 of the web processes (INBOX_WORKERS_IN_WEB=0), the busy-shop shape.
 
     python bench/chat.py [--agents 200] [--rate 100] [--seconds 30] [--buyers 1000] [--reply-share 0.1]
-                         [--bare-rate 20] [--web-processes 1] [--worker-processes 0]
+                         [--bare-rate 20] [--web-processes 1] [--worker-processes 0] [--warmup 100]
 
 Needs Redis at 127.0.0.1:6379 (BENCH_REDIS_URL, default database 9, flushed first; a Socket.IO
 channel of the run's own) and the websocket-client package (requirements-dev.txt). Set BENCH_LOG_DIR
@@ -100,6 +105,8 @@ SOCKETIO_CHANNEL = f"channeldesk-bench-chat-{os.getpid()}"
 NAMESPACE = "/desk"
 HEARTBEAT_SECONDS = 25.0
 TOKEN_RE = re.compile(r"\[bench-(\d+)\]")
+WARMUP_RE = re.compile(r"\[warmup-(\d+)\]")
+WARMUP_BUYER = "o_bench_warmup_"
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 
 
@@ -169,6 +176,8 @@ class Recorder:
         self.replies: dict[str, dict] = {}  # request_id -> {"t_send", "ack"}
         self.events = Counter()  # conversation events carrying a bench message, by kind
         self.first_events = Counter()  # the kind that arrived first
+        self.warmup_seen: set[int] = set()  # warm-up messages that reached their agent
+        self.warmup_replies: set[str] = set()  # request_ids of the agents' warm-up replies
 
 
 class Agent:
@@ -233,8 +242,12 @@ class Agent:
 
     def _on_conversation(self, t1: float, data: dict, kind: str) -> None:
         message = data.get("message") or {}
-        match = TOKEN_RE.search(message.get("text") or "") if message.get("direction") == "inbound" else None
+        text = (message.get("text") or "") if message.get("direction") == "inbound" else ""
+        match = TOKEN_RE.search(text)
         if match is None:
+            warmup = WARMUP_RE.search(text)
+            if warmup is not None:
+                self._on_warmup(int(warmup.group(1)), data)
             return
         i = int(match.group(1))
         recorder = self.recorder
@@ -248,6 +261,23 @@ class Agent:
         assignee = (data.get("conversation") or {}).get("assignee") or {}
         if i in recorder.reply_to and assignee.get("id") == self.user_id:
             self.reply(data["conversation"]["id"], i)
+
+    def _on_warmup(self, n: int, data: dict) -> None:
+        recorder = self.recorder
+        with recorder.lock:
+            if n in recorder.warmup_seen:
+                return
+            recorder.warmup_seen.add(n)
+        assignee = (data.get("conversation") or {}).get("assignee") or {}
+        if n % WARMUP_REPLY_EVERY == 0 and assignee.get("id") == self.user_id:
+            request_id = uuid.uuid4().hex
+            with recorder.lock:
+                recorder.warmup_replies.add(request_id)
+            self.sio.emit(
+                "message.send",
+                {"conversation_id": data["conversation"]["id"], "request_id": request_id, "text": "您好"},
+                namespace=NAMESPACE,
+            )
 
     def reply(self, conversation_id: int, i: int) -> None:
         request_id = uuid.uuid4().hex
@@ -297,25 +327,71 @@ def heartbeats(agents: list[Agent], stopping: threading.Event) -> None:
 # --- the load -----------------------------------------------------------------------------------------
 
 
+def buyer_push(crypto: PushCrypto, path: str, openid: str, msg_id: str, text: str) -> tuple[str, str, bytes]:
+    """(openid, url, body) of one buyer message as the platform pushes it, encrypted and signed."""
+    timestamp, nonce = str(int(time.time())), secrets.token_hex(4)
+    message = {
+        "ToUserName": APPID,
+        "FromUserName": openid,
+        "CreateTime": int(timestamp),
+        "MsgType": "event",
+        "Event": "commkf_send_msg_to_kf",
+        "msg_id": msg_id,
+        "msg_type": "text",
+        "text": {"content": text},
+    }
+    return (openid, *signed_push(crypto, TOKEN, APPID, path, message, timestamp, nonce))
+
+
 def build_pushes(count: int, buyers: int, path: str) -> list[tuple[str, str, bytes]]:
     """(openid, url, body) per message, encrypted before the clock starts."""
     crypto = PushCrypto(TOKEN, AES_KEY, APPID)
-    pushes = []
-    for i in range(count):
-        openid = f"o_bench_buyer_{i % buyers:05d}"
-        timestamp, nonce = str(int(time.time())), secrets.token_hex(4)
-        message = {
-            "ToUserName": APPID,
-            "FromUserName": openid,
-            "CreateTime": int(timestamp),
-            "MsgType": "event",
-            "Event": "commkf_send_msg_to_kf",
-            "msg_id": f"bench-{i}",
-            "msg_type": "text",
-            "text": {"content": f"在吗？这个什么时候发货 [bench-{i}]"},
-        }
-        pushes.append((openid, *signed_push(crypto, TOKEN, APPID, path, message, timestamp, nonce)))
-    return pushes
+    return [
+        buyer_push(crypto, path, f"o_bench_buyer_{i % buyers:05d}", f"bench-{i}", f"在吗？这个什么时候发货 [bench-{i}]")
+        for i in range(count)
+    ]
+
+
+# One warm-up message in this many is answered by its agent (the reply path warmed as well).
+WARMUP_REPLY_EVERY = 10
+
+
+def warm_up(ports: list[int], path: str, count: int, rate: float, recorder: Recorder, simulator, sim_shop) -> dict:
+    """Before the clock: ``count`` messages from buyers of their own, at ``rate`` a second, spread
+    over the web processes, one in WARMUP_REPLY_EVERY answered; returns once every one has reached
+    its agent and every reply the platform (or after a minute). A desk's processes have been
+    running when a livestream starts: a freshly started process first compiles its statements and
+    fills its caches, which in the first second of a cold run at 100 messages a second costs more
+    CPU than the machine has (``--warmup 0`` measures that start)."""
+    crypto = PushCrypto(TOKEN, AES_KEY, APPID)
+    platform = simulator.platform
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for port in ports]
+    started = time.time()
+    for n in range(count):
+        conn = conns[n % len(conns)]
+        openid, url, body = buyer_push(crypto, path, f"{WARMUP_BUYER}{n:05d}", f"warmup-{n}", f"在吗 [warmup-{n}]")
+        with platform.lock:
+            sim_shop.replies[openid] = {"last_buyer_at": platform.clock(), "count": 0}
+        conn.request("POST", url, body=body, headers={"Content-Type": "application/json"})
+        conn.getresponse().read()
+        time.sleep(max(0.0, started + (n + 1) / rate - time.time()))
+    for conn in conns:
+        conn.close()
+
+    def delivered() -> int:
+        with platform.lock:
+            return len({entry.get("request_id") for entry in sim_shop.sent} & recorder.warmup_replies)
+
+    expected_replies = len(range(0, count, WARMUP_REPLY_EVERY))
+    deadline = time.time() + 60
+    while time.time() < deadline and (len(recorder.warmup_seen) < count or delivered() < expected_replies):
+        time.sleep(0.1)
+    return {
+        "messages": count,
+        "reached_agents": len(recorder.warmup_seen),
+        "replies_delivered": delivered(),
+        "seconds": round(time.time() - started, 1),
+    }
 
 
 class Load:
@@ -463,7 +539,11 @@ def database_facts(database_url: str, shop_id: int, count: int) -> dict:
                 sa.text("SELECT platform_msg_id, created_at FROM messages WHERE platform_msg_id LIKE 'bench-%'")
             )
         }
-        inbox_states = dict(conn.execute(sa.text("SELECT status, count(*) FROM inbox_events GROUP BY status")).all())
+        inbox_states = dict(
+            conn.execute(
+                sa.text("SELECT status, count(*) FROM inbox_events WHERE dedupe_key LIKE 'msg:bench-%' GROUP BY status")
+            ).all()
+        )
         reply_states = dict(
             conn.execute(
                 sa.text("SELECT delivery_state, count(*) FROM messages WHERE sender_kind = 'agent' GROUP BY 1")
@@ -473,8 +553,12 @@ def database_facts(database_url: str, shop_id: int, count: int) -> dict:
             key: _epoch(at) for key, at in conn.execute(sa.text("SELECT idempotency_key, created_at FROM outbox_calls"))
         }
         conversations = conn.execute(
-            sa.text("SELECT count(*), count(assignee_id), count(queued_at) FROM conversations WHERE shop_id = :s"),
-            {"s": shop_id},
+            sa.text(
+                "SELECT count(*), count(assignee_id), count(queued_at) FROM conversations"
+                " JOIN customers ON customers.id = conversations.customer_id"
+                " WHERE conversations.shop_id = :s AND customers.openid NOT LIKE :warmup"
+            ),
+            {"s": shop_id, "warmup": f"{WARMUP_BUYER}%"},
         ).one()
     engine.dispose()
     expected = {f"bench-{i}" for i in range(count)}
@@ -588,6 +672,13 @@ def main() -> None:
     parser.add_argument("--bare-rate", type=float, default=20.0, help="bare emits (the probe) per second")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--idle-seconds", type=float, default=5.0, help="CPU measured with agents connected, idle")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=100,
+        help="messages from buyers of their own before the clock starts (0: measure freshly started processes)",
+    )
+    parser.add_argument("--warmup-rate", type=float, default=20.0, help="warm-up messages per second")
     args = parser.parse_args()
     count = int(args.rate * args.seconds)
     pings = int(args.bare_rate * args.seconds)
@@ -625,6 +716,12 @@ def main() -> None:
         try:
             connect_agents(agents)
             threading.Thread(target=heartbeats, args=(agents, stopping), daemon=True).start()
+            warmup = None
+            if args.warmup:
+                log(f"warming up: {args.warmup} messages at {args.warmup_rate:g}/s")
+                warmup = warm_up(
+                    ports, f"/webhooks/{key}", args.warmup, args.warmup_rate, recorder, simulator, sim_shop
+                )
             pushes = build_pushes(count, args.buyers, f"/webhooks/{key}")
             load = Load(
                 ports,
@@ -697,6 +794,7 @@ def main() -> None:
                 "gunicorn_threads": threads,
                 "sender_threads": args.senders,
             },
+            "warmup": warmup,
             "elapsed_s": round(elapsed, 2),
             "drain_s": round(drained, 1),
             "push_to_agent": push,
