@@ -56,7 +56,6 @@ def create_app(config: type[Config] | Config | None = None) -> Flask:
     return app
 
 
-
 def freeze_startup_heap() -> int:
     """In a long-running process, once the app is built: collect, then move every object start-up
     made (modules, mappers, compiled templates, translations, the app) out of the cyclic garbage

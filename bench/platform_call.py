@@ -1,7 +1,7 @@
 """What one platform call costs the desk's thread: CPU per `PlatformClient` call, over real HTTP.
 
 Every order and after-sale push, every approval and every agent's reply makes platform calls (an
-automatic refund makes six). This measures one call's CPU in the calling thread (`time.thread_time`:
+automatic refund makes five). This measures one call's CPU in the calling thread (`time.thread_time`:
 the simulator answering on its own threads is not in it), the simulator serving on loopback, the
 token in memory, in two ways interleaved round by round:
 
