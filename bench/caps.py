@@ -27,7 +27,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -60,15 +59,11 @@ def main() -> None:
     sys.exit(child.returncode)
 
 
-def fill(engine: sa.Engine, shop_id: int, decisions: int, counted_every: int) -> None:
-    """Today's decisions of the shop, spread over the last minutes of its local day (fewer just
-    after midnight), with an inputs snapshot and a trace of realistic size."""
-    from app.rules import live
-
+def fill(engine: sa.Engine, shop_id: int, decisions: int, counted_every: int, day_start) -> None:
+    """Today's decisions of the shop, spread over the last minutes since ``day_start`` (its local
+    day's; fewer just after midnight), with an inputs snapshot and a trace of realistic size."""
+    spread = max(1, min(600, int((utcnow() - day_start).total_seconds()) - 5))
     with engine.begin() as conn:
-        tz = conn.execute(sa.text("SELECT timezone FROM shops WHERE id = :shop"), {"shop": shop_id}).scalar()
-        now = utcnow()
-        spread = max(1, min(600, int((now - live._local_day_start(ZoneInfo(tz), now)).total_seconds()) - 5))
         conn.execute(
             sa.text(
                 "INSERT INTO rule_decisions (rule_version, trigger, subject_kind, subject_id, idempotency_key,"
@@ -95,8 +90,8 @@ def measure(args, shop_id: int) -> None:
 
     app = create_app()
     with app.app_context():
-        fill(db.engine, shop_id, args.decisions, args.counted_every)
         shop = db.session.get(Shop, shop_id)
+        fill(db.engine, shop_id, args.decisions, args.counted_every, live._local_day_start(shop.tz, utcnow()))
         expected = args.decisions // args.counted_every
 
         def rounds() -> dict:

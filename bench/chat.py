@@ -273,11 +273,7 @@ class Agent:
             request_id = uuid.uuid4().hex
             with recorder.lock:
                 recorder.warmup_replies.add(request_id)
-            self.sio.emit(
-                "message.send",
-                {"conversation_id": data["conversation"]["id"], "request_id": request_id, "text": "您好"},
-                namespace=NAMESPACE,
-            )
+            self._send(data["conversation"]["id"], request_id, "您好")
 
     def reply(self, conversation_id: int, i: int) -> None:
         request_id = uuid.uuid4().hex
@@ -289,12 +285,12 @@ class Agent:
             entry["t_ack"] = time.time()
             entry["ack"] = "ok" if answer.get("ok") else answer.get("error", {}).get("code", "error")
 
-        self.sio.emit(
-            "message.send",
-            {"conversation_id": conversation_id, "request_id": request_id, "text": f"您好，马上为您查询 #{i}"},
-            namespace=NAMESPACE,
-            callback=acknowledged,
-        )
+        self._send(conversation_id, request_id, f"您好，马上为您查询 #{i}", acknowledged)
+
+    def _send(self, conversation_id: int, request_id: str, text: str, callback=None) -> None:
+        """The console's ``message.send``."""
+        payload = {"conversation_id": conversation_id, "request_id": request_id, "text": text}
+        self.sio.emit("message.send", payload, namespace=NAMESPACE, callback=callback)
 
     def heartbeat(self) -> None:
         if self.sio.connected:
