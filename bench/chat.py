@@ -21,6 +21,14 @@ the shop, with capacity to spare so nothing queues. Once every agent has said he
   the delivery path alone, the floor push -> agent is compared with (`ratio_p95`, `ratio_p99`).
   At `--bare-rate` a second (default 20, a probe that adds a fifth of an event per message rather
   than one: at the messages' own rate it was 40% of the events the desk delivered).
+- floor: the same run, at `--floor-rate` a second (default 20, between the pings), this process
+  POSTs to the first web process's `/bench-floor` (bench/floor_app.py, in the web process only when
+  this bench starts it): one row inserted and committed on the desk's engine, then `bench.floor`
+  emitted to a random agent's room through the desk's Socket.IO server. The least any design that
+  stores a push before showing it can do: the HTTP request into the web process, one commit, the
+  delivery. `floor_ratio_p95` / `floor_ratio_p99` say how much of the 3x goal that alone takes;
+  `push_over_floor_p95` is the desk's own work (verify, decrypt, inbox, worker, conversation,
+  assignment) on top.
 - warm-up: before the clock, `--warmup` messages (100) from buyers of their own at `--warmup-rate`
   (20 a second), one in ten answered: a desk's processes have been running when a livestream starts,
   while a freshly started process compiles its statements and fills its caches first (in the first
@@ -40,7 +48,8 @@ Redis. With ``--worker-processes K`` the inbox and outbox run in K `flask worker
 of the web processes (INBOX_WORKERS_IN_WEB=0), the busy-shop shape.
 
     python bench/chat.py [--agents 200] [--rate 100] [--seconds 30] [--buyers 1000] [--reply-share 0.1]
-                         [--bare-rate 20] [--web-processes 1] [--worker-processes 0] [--warmup 100]
+                         [--bare-rate 20] [--floor-rate 20] [--web-processes 1] [--worker-processes 0]
+                         [--warmup 100]
 
 Needs Redis at 127.0.0.1:6379 (BENCH_REDIS_URL, default database 9, flushed first; a Socket.IO
 channel of the run's own) and the websocket-client package (requirements-dev.txt). Set BENCH_LOG_DIR
@@ -54,6 +63,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import itertools
+import json
 import os
 import random
 import re
@@ -65,6 +75,7 @@ import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -77,6 +88,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.platform.crypto import PushCrypto
 from app.platform.simulator import Simulator
+from bench import floor_app
 from bench.common import (
     AES_KEY,
     BIN,
@@ -172,6 +184,8 @@ class Recorder:
         self.push_receiver: dict[int, int] = {}
         self.ping_t0: dict[int, float] = {}
         self.ping_t1: dict[int, float] = {}
+        self.floor_t0: dict[int, float] = {}
+        self.floor_t1: dict[int, float] = {}
         self.reply_to = reply_to
         self.replies: dict[str, dict] = {}  # request_id -> {"t_send", "ack"}
         self.events = Counter()  # conversation events carrying a bench message, by kind
@@ -191,6 +205,7 @@ class Agent:
         self.sio.on("conversation.updated", self._on_updated, namespace=NAMESPACE)
         self.sio.on("conversation.assigned", self._on_assigned, namespace=NAMESPACE)
         self.sio.on("bench.ping", self._on_ping, namespace=NAMESPACE)
+        self.sio.on("bench.floor", self._on_floor, namespace=NAMESPACE)
         self.sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
 
     def sign_in(self) -> str:
@@ -233,6 +248,9 @@ class Agent:
 
     def _on_ping(self, data):
         self.recorder.ping_t1.setdefault(data["id"], time.time())
+
+    def _on_floor(self, data):
+        self.recorder.floor_t1.setdefault(data["id"], time.time())
 
     def _on_updated(self, data):
         self._on_conversation(time.time(), data, f"updated:{data.get('reason')}")
@@ -393,10 +411,10 @@ def warm_up(ports: list[int], path: str, count: int, rate: float, recorder: Reco
 class Load:
     """Open loop: message i is due at start + i/rate; free sender threads take the next one due."""
 
-    def __init__(self, ports, pushes, rate, recorder, simulator, sim_shop, agent_ids, senders, seed, pings, bare_rate):
+    def __init__(self, ports, pushes, rate, recorder, simulator, sim_shop, agent_ids, senders, seed, probes: Probes):
         # Sender n pushes to ports[n % len(ports)]: the platform's pushes spread over the web processes.
         self.ports, self.pushes, self.rate, self.recorder = ports, pushes, rate, recorder
-        self.pings, self.bare_rate = pings, bare_rate
+        self.probes = probes
         self.simulator, self.sim_shop, self.agent_ids, self.senders = simulator, sim_shop, agent_ids, senders
         self.rng = random.Random(seed)
         self.next_index = itertools.count()
@@ -414,6 +432,8 @@ class Load:
             for n in range(self.senders)
         ]
         threads.append(threading.Thread(target=self._pinger, name="pinger"))
+        if self.probes.floors:
+            threads.append(threading.Thread(target=self._floor_prober, name="floor"))
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -471,12 +491,42 @@ class Load:
 
     def _pinger(self) -> None:
         manager = socketio.RedisManager(REDIS_URL, channel=SOCKETIO_CHANNEL, write_only=True)
-        for j in range(self.pings):
-            self._sleep_until(self.start + (j + 0.5) / self.bare_rate)
+        for j in range(self.probes.pings):
+            self._sleep_until(self.start + (j + 0.5) / self.probes.bare_rate)
             room = f"user:{self.rng.choice(self.agent_ids)}"
             t0 = time.time()
             self.recorder.ping_t0[j] = t0
             manager.emit("bench.ping", {"id": j, "t0": t0}, room=room, namespace=NAMESPACE)
+
+    def _floor_prober(self) -> None:
+        """The floor (bench/floor_app.py): an HTTP request to the first web process, one commit, one
+        emit to a random agent's room; sent as the pushes are, on a keep-alive connection."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.ports[0], timeout=30)
+        rng = random.Random(self.rng.random())
+        for j in range(self.probes.floors):
+            # Between the pings: the two probes never queue behind each other.
+            self._sleep_until(self.start + (j + 0.25) / self.probes.floor_rate)
+            body = json.dumps({"id": j, "user_id": rng.choice(self.agent_ids)})
+            t0 = time.time()
+            self.recorder.floor_t0[j] = t0
+            conn.request("POST", floor_app.PATH, body=body, headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                self.recorder.floor_t0.pop(j)
+                self.push_errors[f"floor {response.status}"] += 1
+        conn.close()
+
+
+@dataclass(frozen=True)
+class Probes:
+    """The two probes sent beside the load: bare emits (the delivery alone) and floors (an HTTP
+    request, a commit and the delivery)."""
+
+    pings: int
+    bare_rate: float
+    floors: int
+    floor_rate: float
 
 
 def replies_settled(recorder: Recorder, platform, sim_shop) -> bool:
@@ -666,6 +716,12 @@ def main() -> None:
         " nginx's ip_hash pins a console, and the pushes are spread over them",
     )
     parser.add_argument("--bare-rate", type=float, default=20.0, help="bare emits (the probe) per second")
+    parser.add_argument(
+        "--floor-rate",
+        type=float,
+        default=20.0,
+        help="floor probes per second (bench/floor_app.py: HTTP request, one commit, one emit; 0: none)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--idle-seconds", type=float, default=5.0, help="CPU measured with agents connected, idle")
     parser.add_argument(
@@ -678,6 +734,7 @@ def main() -> None:
     args = parser.parse_args()
     count = int(args.rate * args.seconds)
     pings = int(args.bare_rate * args.seconds)
+    probes = Probes(pings, args.bare_rate, int(args.floor_rate * args.seconds), args.floor_rate)
     threads = args.threads or args.agents + 64
     rng = random.Random(args.seed)
     recorder = Recorder({i for i in range(count) if rng.random() < args.reply_share})
@@ -695,10 +752,15 @@ def main() -> None:
         if args.worker_processes:
             env["INBOX_WORKERS_IN_WEB"] = "0"
         flask(env, "db", "upgrade")
+        with sa.create_engine(database_url).begin() as connection:
+            floor_app.create_table(connection)
         shop_id, key = add_shop(env, APPID, sim_url)
         agent_rows = create_agents(database_url, shop_id, args.agents, capacity=max(200, args.buyers))
         ports = [free_port() for _ in range(args.web_processes)]
-        webs = [start_web(env, port, threads, logs / f"web{n}.log") for n, port in enumerate(ports)]
+        webs = [
+            start_web(env, port, threads, logs / f"web{n}.log", app="bench.floor_app:create()")
+            for n, port in enumerate(ports)
+        ]
         workers = [
             start_process([str(BIN / "flask"), "workers"], env, logs / f"workers{n}.log")
             for n in range(args.worker_processes)
@@ -729,8 +791,7 @@ def main() -> None:
                 [user_id for user_id, _ in agent_rows],
                 args.senders,
                 args.seed,
-                pings,
-                args.bare_rate,
+                probes,
             )
             database = sa.engine.make_url(database_url).database
             worker_pids = [process.pid for process in workers]
@@ -742,7 +803,11 @@ def main() -> None:
             cpu_meter = CpuMeter(web_pids, worker_pids, database)
             elapsed = load.run()
             log(f"pushed in {elapsed:.1f} s; draining (up to {args.drain:g} s)")
-            drained = drain(lambda: len(recorder.push_t1) + len(recorder.ping_t1), count + pings, args.drain)
+            drained = drain(
+                lambda: len(recorder.push_t1) + len(recorder.ping_t1) + len(recorder.floor_t1),
+                count + pings + len(recorder.floor_t0),
+                args.drain,
+            )
             drained += drain(lambda: int(replies_settled(recorder, simulator.platform, sim_shop)), 1, args.drain)
             log(f"drained in {drained:.1f} s")
             cpu = cpu_meter.result()
@@ -759,7 +824,8 @@ def main() -> None:
     first_of_buyer = set(range(min(count, args.buyers)))  # each opens a conversation, assigned then
     push_latency = [recorder.push_t1[i] - recorder.push_t0[i] for i in recorder.push_t1 if i in recorder.push_t0]
     ping_latency = [recorder.ping_t1[j] - recorder.ping_t0[j] for j in recorder.ping_t1 if j in recorder.ping_t0]
-    push, bare = summary_ms(push_latency), summary_ms(ping_latency)
+    floor_latency = [recorder.floor_t1[j] - t0 for j, t0 in recorder.floor_t0.items() if j in recorder.floor_t1]
+    push, bare, floor = summary_ms(push_latency), summary_ms(ping_latency), summary_ms(floor_latency)
     by_second = latency_by_second(recorder)
     # Including the time a message waited for a free sender (when the desk answers webhooks slowly).
     from_schedule = summary_ms([t1 - recorder.push_due[i] for i, t1 in recorder.push_t1.items()])
@@ -782,6 +848,7 @@ def main() -> None:
                 "buyers": args.buyers,
                 "rate_per_s": args.rate,
                 "bare_rate_per_s": args.bare_rate,
+                "floor_rate_per_s": args.floor_rate,
                 "seconds": args.seconds,
                 "reply_share": args.reply_share,
                 "database": "postgresql",
@@ -799,6 +866,12 @@ def main() -> None:
             "bare_emit": bare,
             "ratio_p95": ratio_p95,
             "ratio_p99": ratio_p99,
+            "floor": floor,
+            "floor_sent": len(recorder.floor_t0),
+            "floor_received": len(recorder.floor_t1),
+            "floor_ratio_p95": ratio(floor["p95_ms"], bare["p95_ms"]),
+            "floor_ratio_p99": ratio(floor["p99_ms"], bare["p99_ms"]),
+            "push_over_floor_p95": ratio(push["p95_ms"], floor["p95_ms"]),
             "send_to_platform": send_to_platform,
             "sent": count - sum(load.push_errors.values()),
             "push_errors": dict(load.push_errors),

@@ -164,8 +164,11 @@ def summary_ms(values_seconds: list[float]) -> dict:
 
 def rounds_summary(per_round: list[float], digits: int = 2) -> dict:
     """A per-round figure's median, min and max (the one-case-at-a-time benches report rounds)."""
-    return {"median": round(statistics.median(per_round), digits), "min": round(min(per_round), digits),
-            "max": round(max(per_round), digits)}
+    return {
+        "median": round(statistics.median(per_round), digits),
+        "min": round(min(per_round), digits),
+        "max": round(max(per_round), digits),
+    }
 
 
 def postgres_database():
@@ -197,7 +200,7 @@ def start_process(args: list[str], env: dict, log_path: Path) -> subprocess.Pope
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
 
 
-def start_web(env: dict, port: int, threads: int, log_path: Path) -> subprocess.Popen:
+def start_web(env: dict, port: int, threads: int, log_path: Path, app: str = "wsgi:app") -> subprocess.Popen:
     process = start_process(
         [
             str(BIN / "gunicorn"),
@@ -209,7 +212,7 @@ def start_web(env: dict, port: int, threads: int, log_path: Path) -> subprocess.
             f"127.0.0.1:{port}",
             "--log-level",
             "warning",
-            "wsgi:app",
+            app,
         ],
         env,
         log_path,
