@@ -423,6 +423,7 @@ class Load:
         self.lateness: list[float] = []
         self.push_errors: Counter = Counter()  # pushes that never got a 200
         self.push_retries: Counter = Counter()
+        self.floor_errors: Counter = Counter()
         self.start = 0.0
 
     def run(self) -> float:
@@ -500,21 +501,27 @@ class Load:
 
     def _floor_prober(self) -> None:
         """The floor (bench/floor_app.py): an HTTP request to the first web process, one commit, one
-        emit to a random agent's room; sent as the pushes are, on a keep-alive connection."""
+        emit to a random agent's room; sent as the pushes are, on a keep-alive connection. A probe
+        that got no 200 is counted in ``floor_errors`` and left out of the latencies."""
         conn = http.client.HTTPConnection("127.0.0.1", self.ports[0], timeout=30)
         rng = random.Random(self.rng.random())
         for j in range(self.probes.floors):
             # Between the pings: the two probes never queue behind each other.
             self._sleep_until(self.start + (j + 0.25) / self.probes.floor_rate)
             body = json.dumps({"id": j, "user_id": rng.choice(self.agent_ids)})
-            t0 = time.time()
-            self.recorder.floor_t0[j] = t0
-            conn.request("POST", floor_app.PATH, body=body, headers={"Content-Type": "application/json"})
-            response = conn.getresponse()
-            response.read()
-            if response.status != 200:
+            self.recorder.floor_t0[j] = time.time()
+            try:
+                conn.request("POST", floor_app.PATH, body=body, headers={"Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                failure = None if response.status == 200 else str(response.status)
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.ports[0], timeout=30)
+                failure = type(exc).__name__
+            if failure is not None:
                 self.recorder.floor_t0.pop(j)
-                self.push_errors[f"floor {response.status}"] += 1
+                self.floor_errors[failure] += 1
         conn.close()
 
 
@@ -869,6 +876,7 @@ def main() -> None:
             "floor": floor,
             "floor_sent": len(recorder.floor_t0),
             "floor_received": len(recorder.floor_t1),
+            "floor_errors": dict(load.floor_errors),
             "floor_ratio_p95": ratio(floor["p95_ms"], bare["p95_ms"]),
             "floor_ratio_p99": ratio(floor["p99_ms"], bare["p99_ms"]),
             "push_over_floor_p95": ratio(push["p95_ms"], floor["p95_ms"]),
