@@ -21,7 +21,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -325,6 +325,13 @@ def _succeed(call_id: int, call: OutboxCall, as_claimed: dict[str, Any], token: 
     return announcements
 
 
+def _wake_when_due(when: datetime) -> None:
+    """The workers look again when a deferred call falls due (``worker.wake_at``), not at their next poll."""
+    from app.ingest import worker
+
+    worker.wake_at(current_app._get_current_object(), "outbox", when)
+
+
 def _retry_or_fail(call_id: int, token: str, handler: Handler | None, exc: Exception) -> None:
     call = _held(call_id, token)
     if call is None:
@@ -340,14 +347,16 @@ def _retry_or_fail(call_id: int, token: str, handler: Handler | None, exc: Excep
         call.status = OutboxStatus.PENDING
         call.next_attempt_at = until
         db.session.commit()
+        _wake_when_due(until)
         return
     call.attempts += 1
     retryable = isinstance(exc, PlatformError) and exc.retryable and until is None
     announcements: list[Announcement] = []
+    due = None
     if retryable and call.attempts < current_app.config["OUTBOX_MAX_ATTEMPTS"]:
         call.status = OutboxStatus.PENDING
         base = current_app.config["OUTBOX_RETRY_BASE_SECONDS"]
-        call.next_attempt_at = now + timedelta(seconds=min(60.0, base * 2 ** (call.attempts - 1)))
+        call.next_attempt_at = due = now + timedelta(seconds=min(60.0, base * 2 ** (call.attempts - 1)))
     else:
         call.status = OutboxStatus.FAILED
         call.completed_at = now
@@ -356,4 +365,6 @@ def _retry_or_fail(call_id: int, token: str, handler: Handler | None, exc: Excep
         if handler is not None:
             announcements = handler.failed(call, exc)
     db.session.commit()
+    if due is not None:
+        _wake_when_due(due)
     announce_all(announcements)

@@ -284,17 +284,28 @@ def _retry_or_fail(event_id: int, token: str, exc: Exception) -> None:
         event.status = InboxStatus.PENDING
         event.next_attempt_at = until
         db.session.commit()
+        _wake_when_due(until)
         return
     event.attempts += 1
     retryable = exc.retryable if isinstance(exc, PlatformError) else True
+    due = None
     if retryable and event.attempts < current_app.config["INBOX_MAX_ATTEMPTS"]:
         event.status = InboxStatus.PENDING
         base = current_app.config["INBOX_RETRY_BASE_SECONDS"]
-        event.next_attempt_at = utcnow() + timedelta(seconds=min(300.0, base * 2 ** (event.attempts - 1)))
+        event.next_attempt_at = due = utcnow() + timedelta(seconds=min(300.0, base * 2 ** (event.attempts - 1)))
     else:
         event.status = InboxStatus.FAILED
         log.error("inbox event %s failed for good: %s", event_id, event.last_error)
     db.session.commit()
+    if due is not None:
+        _wake_when_due(due)
+
+
+def _wake_when_due(when) -> None:
+    """The workers look again when a deferred event falls due (``worker.wake_at``), not at their next poll."""
+    from app.ingest import worker
+
+    worker.wake_at(current_app._get_current_object(), "inbox", when)
 
 
 def handle(shop_id: int, payload: dict) -> list[Announcement]:

@@ -2,18 +2,23 @@
 the platform) as soon as something is stored.
 
 The webhook route wakes the inbox workers after each commit and the console wakes the outbox workers
-after each queued reply, so work is usually picked up within milliseconds; they also look every second
-on their own (retries falling due, other processes' expired leases).
+after each queued reply, so work is usually picked up within milliseconds. Work put off to a later
+time (a refund's per-order spacing, a retry's backoff, an API block) wakes them when it falls due
+(``wake_at``); they also look every second on their own (other processes' deferrals, expired leases).
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
+import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from flask import Flask
 
+from app.db import utcnow
 from app.extensions import db
 from app.ingest import inbox
 
@@ -33,8 +38,10 @@ class QueueWorkers:
         threads: int = 4,
         batch: int = 10,
         name: str = "queue",
+        poll_seconds: float = 1.0,
     ):
         self.app = app
+        self.poll_seconds = poll_seconds
         self.claim, self.process = claim, process
         self.batch = batch
         # Wake-ups waiting for a thread: each wake-up rouses one idle thread (not all of them: a
@@ -86,7 +93,7 @@ class QueueWorkers:
 
     def _run(self) -> None:
         while not self.stopping.is_set():
-            self._wait(timeout=1.0)
+            self._wait(timeout=self.poll_seconds)
             try:
                 self.drain()
             except Exception:
@@ -162,6 +169,66 @@ def wake(app: Flask) -> None:
 def wake_outbox(app: Flask) -> None:
     """Wake outbox workers (started on first use in web processes), here or through Redis."""
     _wake(app, OUTBOX_KEY, "outbox")
+
+
+class Alarm:
+    """Calls ``fire`` at each time given to ``at`` (``time.monotonic()``), from one daemon thread
+    started on first use; times that have fallen due together fire once. At most ``limit`` times
+    are kept (beyond them, the workers' own polling finds the work a little later)."""
+
+    def __init__(self, fire: Callable[[], None], name: str = "alarm", limit: int = 10_000):
+        self._fire, self._name, self._limit = fire, name, limit
+        self._due: list[float] = []  # a heap
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def at(self, when: float) -> None:
+        with self._changed:
+            if len(self._due) >= self._limit:
+                return
+            heapq.heappush(self._due, when)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+            self._changed.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._due or self._due[0] > time.monotonic():
+                    self._changed.wait(self._due[0] - time.monotonic() if self._due else None)
+                now = time.monotonic()
+                while self._due and self._due[0] <= now:
+                    heapq.heappop(self._due)
+            try:
+                self._fire()
+            except Exception:
+                log.exception("%s: waking the workers failed", self._name)
+
+
+# Deferred further than this, work is left to the workers' polling (no alarm kept for it).
+ALARM_HORIZON = timedelta(minutes=10)
+_QUEUE_KEYS = {"inbox": EXTENSION_KEY, "outbox": OUTBOX_KEY}
+
+
+def wake_at(app: Flask, queue: str, when: datetime) -> None:
+    """Wake ``queue``'s workers ("inbox", "outbox") when work put off until ``when`` (UTC) falls due:
+    this process's, or through Redis one worker process's (as ``wake``). Without it the deferred
+    work waited for the next poll, up to a second more: a second refund of an order would go out
+    up to a second after the platform's per-order minute allowed it."""
+    delay = (when - utcnow()).total_seconds()
+    if delay > ALARM_HORIZON.total_seconds():
+        return
+    key = f"channeldesk.alarm.{queue}"
+    alarm = app.extensions.get(key)
+    if alarm is None:
+        with _start_lock:
+            alarm = app.extensions.get(key)
+            if alarm is None:
+                alarm = app.extensions[key] = Alarm(
+                    lambda: _wake(app, _QUEUE_KEYS[queue], queue), name=f"{queue}-alarm"
+                )
+    alarm.at(time.monotonic() + max(0.0, delay))
 
 
 # Wake-ups kept in Redis for the worker processes when none is listening: more than any process

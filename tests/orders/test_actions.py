@@ -283,7 +283,11 @@ def test_refund_calls_for_one_order_are_a_minute_apart(app, desk_shop, login):
     assert row(app, AfterSaleAction, second_action["id"]).state == "succeeded"
 
 
-def test_the_platforms_refund_limit_defers_without_using_attempts(app, desk_shop, login):
+def test_the_platforms_refund_limit_defers_without_using_attempts(app, desk_shop, login, monkeypatch):
+    from app.ingest import worker
+
+    alarms = []
+    monkeypatch.setattr(worker, "wake_at", lambda app_, queue, when: alarms.append((queue, when)))
     order_id = desk_shop.order()
     pk = desk_shop.after_sale(order_id, "REFUND")
     desk_shop.sim_shop.refund_calls[order_id] = desk_shop.platform.clock()  # another tool refunded just now
@@ -294,6 +298,8 @@ def test_the_platforms_refund_limit_defers_without_using_attempts(app, desk_shop
         call = db.session.scalar(sa.select(OutboxCall).where(OutboxCall.operation == actions.OPERATION))
         assert (call.status, call.attempts, call.last_errcode) == (OutboxStatus.PENDING, 0, 10021059)
         assert call.next_attempt_at > utcnow() + timedelta(seconds=50)
+        # The outbox workers are woken when it falls due, not at their next poll after it.
+        assert alarms == [("outbox", call.next_attempt_at)]
         db.session.remove()
     assert row(app, AfterSaleAction, action["id"]).state == "pending"
 

@@ -171,7 +171,11 @@ def test_any_failure_inside_the_unit_is_counted_and_retried(app, shops, monkeypa
         db.session.remove()
 
 
-def test_a_blocked_api_defers_events_without_failing_them(app, simulator, desk):
+def test_a_blocked_api_defers_events_without_failing_them(app, simulator, desk, monkeypatch):
+    from app.ingest import worker
+
+    alarms = []
+    monkeypatch.setattr(worker, "wake_at", lambda app_, queue, when: alarms.append((queue, when)))
     shop_id, sim_shop = connect_shop(app, simulator, None)
     until = utcnow() + timedelta(hours=3)
     with app.app_context():
@@ -186,6 +190,7 @@ def test_a_blocked_api_defers_events_without_failing_them(app, simulator, desk):
         event = db.session.scalar(sa.select(InboxEvent))
         assert event.status == InboxStatus.PENDING and event.attempts == 0
         assert abs((event.next_attempt_at - until).total_seconds()) < 1
+        assert alarms == [("inbox", event.next_attempt_at)], "the workers look again when the block lifts"
         assert not simulator.platform.calls(sim_shop, "/channels/ec/order/get"), "not called while blocked"
         db.session.remove()
 
