@@ -326,10 +326,9 @@ def _succeed(call_id: int, call: OutboxCall, as_claimed: dict[str, Any], token: 
 
 
 def _wake_when_due(when: datetime) -> None:
-    """The workers look again when a deferred call falls due (``worker.wake_at``), not at their next poll."""
     from app.ingest import worker
 
-    worker.wake_at(current_app._get_current_object(), "outbox", when)
+    worker.wake_when_due("outbox", when)
 
 
 def _retry_or_fail(call_id: int, token: str, handler: Handler | None, exc: Exception) -> None:

@@ -302,10 +302,9 @@ def _retry_or_fail(event_id: int, token: str, exc: Exception) -> None:
 
 
 def _wake_when_due(when) -> None:
-    """The workers look again when a deferred event falls due (``worker.wake_at``), not at their next poll."""
-    from app.ingest import worker
+    from app.ingest import worker  # (worker imports this module)
 
-    worker.wake_at(current_app._get_current_object(), "inbox", when)
+    worker.wake_when_due("inbox", when)
 
 
 def handle(shop_id: int, payload: dict) -> list[Announcement]:

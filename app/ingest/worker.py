@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from flask import Flask
+from flask import Flask, current_app
 
 from app.db import utcnow
 from app.extensions import db
@@ -229,6 +229,12 @@ def wake_at(app: Flask, queue: str, when: datetime) -> None:
                     lambda: _wake(app, _QUEUE_KEYS[queue], queue), name=f"{queue}-alarm"
                 )
     alarm.at(time.monotonic() + max(0.0, delay))
+
+
+def wake_when_due(queue: str, when: datetime) -> None:
+    """``wake_at`` for the current app: the workers look again when a deferred inbox event or
+    outbox call falls due, not at their next poll."""
+    wake_at(current_app._get_current_object(), queue, when)
 
 
 # Wake-ups kept in Redis for the worker processes when none is listening: more than any process
