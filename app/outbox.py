@@ -21,7 +21,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,6 +31,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app import tenancy
 from app.db import claim_rows, claimed_ids, commit_keeping, in_turn, insert_new, sql_literals, utcnow
 from app.extensions import db
+from app.ingest import worker
 from app.ingest.inbox import Claim
 from app.models import OutboxCall, OutboxStatus, Shop
 from app.platform.client import PlatformError
@@ -325,12 +326,6 @@ def _succeed(call_id: int, call: OutboxCall, as_claimed: dict[str, Any], token: 
     return announcements
 
 
-def _wake_when_due(when: datetime) -> None:
-    from app.ingest import worker
-
-    worker.wake_when_due("outbox", when)
-
-
 def _retry_or_fail(call_id: int, token: str, handler: Handler | None, exc: Exception) -> None:
     call = _held(call_id, token)
     if call is None:
@@ -346,7 +341,7 @@ def _retry_or_fail(call_id: int, token: str, handler: Handler | None, exc: Excep
         call.status = OutboxStatus.PENDING
         call.next_attempt_at = until
         db.session.commit()
-        _wake_when_due(until)
+        worker.wake_when_due("outbox", until)
         return
     call.attempts += 1
     retryable = isinstance(exc, PlatformError) and exc.retryable and until is None
@@ -365,5 +360,5 @@ def _retry_or_fail(call_id: int, token: str, handler: Handler | None, exc: Excep
             announcements = handler.failed(call, exc)
     db.session.commit()
     if due is not None:
-        _wake_when_due(due)
+        worker.wake_when_due("outbox", due)
     announce_all(announcements)

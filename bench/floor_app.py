@@ -38,12 +38,12 @@ class FloorProbe:
     """WSGI: ``POST /bench-floor`` with ``{"id": n, "user_id": agent}`` is answered here (row ``n``
     committed, then ``bench.floor`` ``{"id": n}`` emitted to the agent's room); the rest goes on."""
 
-    def __init__(self, flask_app, wsgi_app):
-        self.flask_app, self.wsgi_app = flask_app, wsgi_app
+    def __init__(self, flask_app):
+        self.flask_app = flask_app
 
     def __call__(self, environ, start_response):
         if environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") != "POST":
-            return self.wsgi_app(environ, start_response)
+            return self.flask_app(environ, start_response)
         length = int(environ.get("CONTENT_LENGTH") or 0)
         probe = json.loads(environ["wsgi.input"].read(length))
         with self.flask_app.app_context():
@@ -58,4 +58,4 @@ def create():
     """The web process's app (gunicorn's factory call): the desk as wsgi.py starts it, the probe in front."""
     from wsgi import app as desk
 
-    return FloorProbe(desk, desk)
+    return FloorProbe(desk)

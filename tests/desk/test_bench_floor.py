@@ -17,7 +17,7 @@ from bench import floor_app
 def probe(app):
     with app.app_context(), db.engine.begin() as connection:
         floor_app.create_table(connection)
-    yield Client(floor_app.FloorProbe(app, app.wsgi_app))
+    yield Client(floor_app.FloorProbe(app))
     with app.app_context(), db.engine.begin() as connection:
         floor_app.drop_table(connection)
 
