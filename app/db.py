@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -255,24 +256,53 @@ def insert_new_row(session, model: type, values: dict):
     return session.scalars(statement, columns_of(model.__table__, values)).first()
 
 
-def commit_keeping(session, *keep) -> None:
-    """Commit, expiring every loaded row except ``keep`` (a plain commit expires them all).
+_KEEP, _EXPIRE_ON_COMMIT = "channeldesk.keep", "channeldesk.expire_on_commit"
 
-    For a transaction that only read what its caller goes on using (the outbox call and its shop
-    before the platform call): the kept rows stay as that transaction read them, instead of being
-    read again on their next attribute access. Everything else is expired as a commit would, so a
-    later read-compare-write still sees the database's values.
+
+@contextlib.contextmanager
+def keeping(session, *keep):
+    """Commits inside the block expire every loaded row except ``keep`` (a plain commit expires
+    them all); blocks nest, and each keeps its own rows as well as its outer blocks'.
+
+    For rows this thread just wrote or read and goes on using through commits of its own: they
+    stay as the thread knows them instead of being read again on their next attribute access.
+    Everything else is expired as a commit would, so a later read-compare-write still sees the
+    database's values; a locked read (``ingest.store.locked``) refreshes a kept row too. A
+    rollback expires everything, kept rows included.
     """
     if isinstance(session, sa.orm.scoped_session):
         session = session()
-    kept = {id(obj) for obj in keep if obj is not None}
-    previous = session.expire_on_commit
-    session.expire_on_commit = False
+    stack = session.info.setdefault(_KEEP, [])
+    if not stack:
+        session.info[_EXPIRE_ON_COMMIT] = session.expire_on_commit
+        session.expire_on_commit = False  # the commits' expiry is ``_expire_unkept``'s
+    stack.append({id(obj) for obj in keep if obj is not None})
     try:
-        session.commit()
+        yield
     finally:
-        session.expire_on_commit = previous
-    if previous:
-        for obj in list(session.identity_map.values()):
-            if id(obj) not in kept:
-                session.expire(obj)
+        stack.pop()
+        if not stack:
+            del session.info[_KEEP]
+            session.expire_on_commit = session.info.pop(_EXPIRE_ON_COMMIT)
+
+
+@sa.event.listens_for(sa.orm.Session, "after_commit")
+def _expire_unkept(session) -> None:
+    stack = session.info.get(_KEEP)
+    if not stack or not session.info.get(_EXPIRE_ON_COMMIT):
+        return
+    kept = set().union(*stack)
+    for state in list(session.identity_map.all_states()):
+        obj = state.obj()
+        if obj is not None and not state.expired and id(obj) not in kept:
+            session.expire(obj)
+
+
+def commit_keeping(session, *keep) -> None:
+    """Commit, expiring every loaded row except ``keep`` (and an enclosing ``keeping`` block's).
+
+    For a transaction that only read what its caller goes on using (the outbox call and its shop
+    before the platform call): the kept rows stay as that transaction read them.
+    """
+    with keeping(session, *keep):
+        session.commit()

@@ -26,7 +26,17 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app import events
-from app.db import SECOND_LANE, claim_rows, claimed_ids, in_turn, insert_new, sql_literals, utcnow
+from app.db import (
+    SECOND_LANE,
+    claim_rows,
+    claimed_ids,
+    commit_keeping,
+    in_turn,
+    insert_new,
+    keeping,
+    sql_literals,
+    utcnow,
+)
 from app.extensions import db
 from app.ingest import store
 from app.models import Customer, InboxEvent, InboxStatus, Shop
@@ -232,10 +242,13 @@ def process_claimed(claimed: Claim) -> int:
             done_first = payload.get("Event") == MESSAGE_EVENT
             if done_first and not _finish(event_id, claimed.token):
                 continue
-            announcements = handle(shop_id, payload)
+            stored: list = []
+            announcements = handle(shop_id, payload, stored)
             if not done_first and not _finish(event_id, claimed.token):
                 continue
-            db.session.commit()
+            # The rows as just stored stay loaded while the announcements use them: a rule
+            # evaluated inline decides on them without reading them again.
+            commit_keeping(db.session, *stored)
         except Exception as exc:
             db.session.rollback()
             if not isinstance(exc, PlatformError):
@@ -245,17 +258,19 @@ def process_claimed(claimed: Claim) -> int:
         done += 1
         marker = _announcing.set(True)
         try:
-            for announce in announcements:
-                try:
-                    announce()
-                except Exception:  # the event is handled; a subscriber's failure must not stall the batch
-                    db.session.rollback()
-                    log.exception("announcing inbox event %s failed", event_id)
+            with keeping(db.session, *stored):
+                for announce in announcements:
+                    try:
+                        announce()
+                    except Exception:  # the event is handled; a subscriber's failure must not stall the batch
+                        db.session.rollback()
+                        log.exception("announcing inbox event %s failed", event_id)
         finally:
             _announcing.reset(marker)
             # A subscriber that failed inside a signal (logged there) may have left the session in
-            # a failed transaction: the next event starts clean.
+            # a failed transaction: the next event starts clean, and reads what it uses afresh.
             db.session.rollback()
+            db.session.expire_all()
     return done
 
 
@@ -307,8 +322,13 @@ def _wake_when_due(when) -> None:
     worker.wake_when_due("inbox", when)
 
 
-def handle(shop_id: int, payload: dict) -> list[Announcement]:
-    """Apply one push; returns the announcements to make once the transaction is committed."""
+def handle(shop_id: int, payload: dict, stored: list | None = None) -> list[Announcement]:
+    """Apply one push; returns the announcements to make once the transaction is committed.
+
+    ``stored`` gets the rows an order's or after-sale's push stored (its shop, the order and its
+    lines, the after-sale and its buyer), for the caller to keep loaded while it announces them
+    (a buyer message's announcements are the console's, and read what they need)."""
+    stored = [] if stored is None else stored
     kind = payload.get("Event")
     if kind == MESSAGE_EVENT:
         stored = store.store_buyer_message(shop_id, payload)
@@ -344,7 +364,9 @@ def handle(shop_id: int, payload: dict) -> list[Announcement]:
         if not order_id:
             return []
         detail = client_for(shop).get_order(str(order_id))
-        return [announce_order(shop.id, store.upsert_order(shop.id, detail, fetched_at))]
+        upserted = store.upsert_order(shop.id, detail, fetched_at)
+        stored += [shop, *_with_lines(upserted.row)]
+        return [announce_order(shop.id, upserted)]
     if kind == AFTER_SALE_EVENT:
         info = payload.get("finder_shop_aftersale_status_update") or {}
         after_sale_id = info.get("after_sale_order_id")
@@ -356,14 +378,28 @@ def handle(shop_id: int, payload: dict) -> list[Announcement]:
             after_sale = client.get_after_sale(str(after_sale_id))
         # The order changes with its after-sales (counts, update_time) but gets no push of its own.
         order = client.get_order(str(info["order_id"])) if info.get("order_id") else None
+        stored.append(shop)
+        # The order first: the after-sale then links to it without looking it up (and a new order
+        # is linked at once, not at the after-sale's next fetch). Announced after the after-sale.
+        order_upserted = store.upsert_order(shop.id, order, fetched_at) if order is not None else None
         announcements = []
         if after_sale is not None:
-            announcements.append(announce_after_sale(shop.id, store.upsert_after_sale(shop.id, after_sale, fetched_at)))
-        if order is not None:
-            announcements.append(announce_order(shop.id, store.upsert_order(shop.id, order, fetched_at)))
+            upserted = store.upsert_after_sale(
+                shop.id, after_sale, fetched_at, order_upserted.row if order_upserted is not None else None
+            )
+            stored += [upserted.row, upserted.customer]
+            announcements.append(announce_after_sale(shop.id, upserted))
+        if order_upserted is not None:
+            stored += _with_lines(order_upserted.row)
+            announcements.append(announce_order(shop.id, order_upserted))
         return announcements
     log.info("shop %s: push %r stored, nothing to do for it", shop.id, kind)
     return []
+
+
+def _with_lines(order) -> list:
+    """An order and the lines loaded with it (none read for this)."""
+    return [order, *(order.items if "items" in sa.inspect(order).dict else ())]
 
 
 def announce_order(shop_id: int, result: store.Upserted) -> Announcement:

@@ -66,7 +66,11 @@ def locked(stmt: sa.Select) -> sa.Select:
     conversation's customer, would otherwise be refused). SQLite has no row locks: take its single
     write lock first (an UPDATE that matches nothing still opens a write transaction), so no other
     writer can commit between our read and our write.
+
+    Either way the row is read into the session afresh, even one the session holds loaded
+    (``app.db.keeping``): what is compared is the database's value.
     """
+    stmt = stmt.execution_options(populate_existing=True)
     if db.engine.dialect.name == "postgresql":
         return stmt.with_for_update(of=stmt.column_descriptions[0]["entity"])
     _write_lock_sqlite(db.session.connection())
@@ -329,7 +333,10 @@ def _after_sale_fields(detail: dict, status: str, updated_at: datetime, fetched_
 _EVERY_FETCH = frozenset({"fetched_at", "deadline_at"})
 
 
-def _order_pk(shop_id: int, order_id: str) -> int | None:
+def _order_pk(shop_id: int, order_id: str, order: Order | None = None) -> int | None:
+    """The stored order's id: ``order``'s when that is the after-sale's order (no query then)."""
+    if order is not None and order.order_id == order_id:
+        return order.id
     return db.session.scalar(sa.select(Order.id).where(Order.shop_id == shop_id, Order.order_id == order_id))
 
 
@@ -354,8 +361,10 @@ def after_sale_known_since(shop_id: int, after_sale_id: str, status: str | None,
     return row.status == str(status) and row.platform_updated_at >= pushed
 
 
-def upsert_after_sale(shop_id: int, detail: dict, fetched_at: datetime | None = None) -> Upserted:
-    """Store an after-sale detail. ``fetched_at``: when the HTTP call that returned it started."""
+def upsert_after_sale(shop_id: int, detail: dict, fetched_at: datetime | None = None,
+                      order: Order | None = None) -> Upserted:
+    """Store an after-sale detail. ``fetched_at``: when the HTTP call that returned it started;
+    ``order``: its order's row, when the caller has just stored it."""
     fetched_at = fetched_at or utcnow()
     after_sale_id = str(detail["after_sale_order_id"])
     updated_at = from_unix(detail.get("update_time")) or from_unix(detail.get("create_time")) or utcnow()
@@ -372,7 +381,7 @@ def upsert_after_sale(shop_id: int, detail: dict, fetched_at: datetime | None = 
             "after_sale_order_id": after_sale_id,
             "platform_created_at": from_unix(detail.get("create_time")) or updated_at,
             "customer_id": customer.id if customer is not None else None,
-            "order_pk": _order_pk(shop_id, fields["order_id"]),
+            "order_pk": _order_pk(shop_id, fields["order_id"], order),
             "raw": detail,
             **fields,
         }
@@ -393,7 +402,7 @@ def upsert_after_sale(shop_id: int, detail: dict, fetched_at: datetime | None = 
     if row.customer_id is None and row.openid:
         row.customer_id = ensure_customer(shop_id, row.openid, detail.get("unionid")).id
     if row.order_pk is None:
-        row.order_pk = _order_pk(shop_id, row.order_id)
+        row.order_pk = _order_pk(shop_id, row.order_id, order)
     return Upserted(row, created=False, changed=changed)
 
 

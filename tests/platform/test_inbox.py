@@ -79,10 +79,10 @@ def test_work_of_a_claim_taken_over_mid_way_is_rolled_back(app, simulator, monke
         claimed = inbox.claim()
         real_handle = inbox.handle
 
-        def handle_while_losing_the_lease(shop_id, payload):
+        def handle_while_losing_the_lease(shop_id, payload, stored):
             with db.engine.begin() as conn:  # another worker takes the event over meanwhile
                 conn.execute(sa.update(InboxEvent.__table__).values(claim_token="someone-else"))
-            return real_handle(shop_id, payload)
+            return real_handle(shop_id, payload, stored)
 
         monkeypatch.setattr(inbox, "handle", handle_while_losing_the_lease)
         assert inbox.process_claimed(claimed) == 0
@@ -103,7 +103,7 @@ def test_a_buyer_message_is_marked_done_before_its_work(app, shops, monkeypatch)
         with db.engine.begin() as conn:  # taken over before this worker began
             conn.execute(sa.update(InboxEvent.__table__).values(claim_token="someone-else"))
         filed = []
-        monkeypatch.setattr(inbox, "handle", lambda shop_id, payload: filed.append(payload) or [])
+        monkeypatch.setattr(inbox, "handle", lambda shop_id, payload, stored: filed.append(payload) or [])
         assert inbox.process_claimed(claimed) == 0
         assert filed == [], "nothing is handled under a lease that is no longer ours"
         assert db.session.scalar(sa.select(sa.func.count()).where(Message.platform_msg_id == "lease-3")) == 0
@@ -114,7 +114,7 @@ def test_a_buyer_message_is_marked_done_before_its_work(app, shops, monkeypatch)
         claimed = inbox.claim()
         statuses = []
 
-        def handle_seeing_its_mark(shop_id, payload):
+        def handle_seeing_its_mark(shop_id, payload, stored):
             statuses.append(db.session.scalar(sa.select(InboxEvent.status).where(InboxEvent.id.in_(claimed.ids))))
             return []
 
@@ -505,4 +505,20 @@ def test_a_status_push_of_what_is_stored_already_fetches_only_the_order(app, sim
         handle(_status_push(current, changed_at + 1))  # the same status, but pushed a second after the change
         handle(_status_push(current, None))  # no time to compare
         assert calls(AFTER_SALE_DETAIL) == 4
+        db.session.remove()
+
+
+def test_an_after_sale_of_an_order_not_stored_yet_is_linked_to_it_by_its_first_push(app, simulator, polled_shop):
+    """The push's re-fetched order is stored first, and the new after-sale links to that row (before:
+    no order row yet, so no link until the after-sale's next fetch)."""
+    shop_id, sim_shop = polled_shop
+    platform = simulator.platform
+    order = platform.place_order(sim_shop, new_buyer(platform, sim_shop, random.Random(6)), [dict(CATALOGUE[0])])
+    record = platform.open_after_sale(sim_shop, order["order_id"], "REFUND")
+    with app.app_context():
+        assert db.session.scalar(sa.select(Order).where(Order.order_id == order["order_id"])) is None
+        inbox.handle(shop_id, _status_push(dict(record), record["update_time"]))
+        db.session.commit()
+        stored = db.session.scalar(sa.select(AfterSale).where(AfterSale.shop_id == shop_id))
+        assert stored.order is not None and stored.order.order_id == order["order_id"]
         db.session.remove()

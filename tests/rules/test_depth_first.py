@@ -135,3 +135,34 @@ def test_a_failure_while_evaluating_at_once_leaves_the_case_to_the_workers(app, 
     rules_shop.drain()
     assert len([c for c in rules_shop.calls(ACCEPT) if c[3] == 0]) == 2
     assert sorted(d.outcome for d in decisions(app)) == ["approved", "approved"]
+
+
+def test_a_case_that_changed_after_the_inbox_stored_it_is_not_approved_on_the_stored_state(
+    app, rules_shop, monkeypatch
+):
+    """The inline evaluation decides on the rows the inbox has just stored, not read again. If
+    another worker stores a newer state meanwhile (here: the buyer withdrew the request), the
+    approval's locked read sees it and nothing is sent: the decision is handed to people instead."""
+    from app.models import AfterSale, AfterSaleAction, AfterSaleStatus
+
+    rule_id = add_rule(app, rules_shop.shop_id)
+    real_enqueue = live.enqueue_evaluation
+
+    def withdrawn_meanwhile(shop_id, trigger, subject_kind, subject_id, *rest):
+        with rules_shop.platform.lock:
+            for record in rules_shop.sim_shop.after_sales.values():
+                record["status"] = AfterSaleStatus.USER_CANCELD.value
+        with db.engine.begin() as conn:  # the other worker's commit of the withdrawal's push
+            conn.execute(sa.update(AfterSale.__table__).where(AfterSale.__table__.c.id == int(subject_id))
+                         .values(status=AfterSaleStatus.USER_CANCELD.value))
+        return real_enqueue(shop_id, trigger, subject_kind, subject_id, *rest)
+
+    monkeypatch.setattr(live, "enqueue_evaluation", withdrawn_meanwhile)
+    _push_after_sale(rules_shop, rules_shop.order())
+    rules_shop.drain()
+    [decision] = decisions(app, rule_id=rule_id)
+    assert decision.outcome == "escalated" and decision.error.startswith("forbidden_transition")
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(AfterSaleAction)) == 0
+        db.session.remove()
+    assert rules_shop.calls(ACCEPT) == []
