@@ -10,6 +10,9 @@ HTTP on a thread of its own:
 
 and counts the statements the desk sends and the CPU time of that thread (`time.thread_time`: the
 simulator's threads and PostgreSQL are not in it). Rounds of `--cases` cases; medians over rounds.
+A last round, not timed, counts the Python and C function calls that thread makes per case
+(`sys.setprofile`): the same for the same code whatever else the machine is doing, where the CPU
+time of one code moves by a third between runs on a shared machine.
 
     python bench/refund_path.py [--cases 50] [--rounds 5]
 
@@ -151,6 +154,19 @@ def measure(args) -> None:
         cpu_per_case.append(1000 * (time.thread_time() - started) / args.cases)
         sa.event.remove(db_engine, "before_cursor_execute", count)
         statements_per_case.append(statements[-1] / args.cases)
+    orders = [order() for _ in range(args.cases)]
+    calls = [0]
+
+    def profile(_frame, event, _arg):
+        if event in ("call", "c_call"):
+            calls[0] += 1
+
+    sys.setprofile(profile)  # this thread only: the simulator's threads are not counted
+    try:
+        for order_id in orders:
+            case(order_id)
+    finally:
+        sys.setprofile(None)
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
@@ -162,6 +178,7 @@ def measure(args) -> None:
         "rounds": args.rounds,
         "statements_per_case": round(statistics.median(statements_per_case), 1),
         "desk_cpu_ms_per_case": rounds_summary(cpu_per_case),
+        "function_calls_per_case": round(calls[0] / args.cases),
     })
 
 
