@@ -401,16 +401,28 @@ def queued_for_refund_limits(pending: list[AfterSaleAction]) -> dict[int, dateti
 # --- the outbox handler ------------------------------------------------------------------------------
 
 
-def _last_refund_call(shop_id: int, order_id: str, action_id: int) -> datetime | None:
-    return db.session.scalar(
-        sa.select(sa.func.max(AfterSaleAction.completed_at)).where(
-            AfterSaleAction.shop_id == shop_id,
-            AfterSaleAction.order_id == order_id,
-            AfterSaleAction.kind.in_([k.value for k in REFUNDING]),
-            AfterSaleAction.state == AfterSaleActionState.SUCCEEDED,
-            AfterSaleAction.id != action_id,
+def _as_stored(payload: dict, shop_id: int) -> tuple[AfterSaleAction | None, AfterSale | None, datetime | None]:
+    """The action and its after-sale as stored now and, for a refund, when the order's last other
+    refund went out (the platform allows one a minute): one query."""
+    last = None
+    if AfterSaleActionKind(payload["kind"]) in REFUNDING:
+        last = (
+            sa.select(sa.func.max(AfterSaleAction.completed_at))
+            .where(
+                AfterSaleAction.shop_id == shop_id,
+                AfterSaleAction.order_id == payload["order_id"],
+                AfterSaleAction.kind.in_([k.value for k in REFUNDING]),
+                AfterSaleAction.state == AfterSaleActionState.SUCCEEDED,
+                AfterSaleAction.id != payload["action_id"],
+            )
+            .scalar_subquery()
         )
-    )
+    found = db.session.execute(
+        sa.select(AfterSaleAction, AfterSale, last if last is not None else sa.null())
+        .join(AfterSale, AfterSale.id == AfterSaleAction.after_sale_pk)
+        .where(AfterSaleAction.id == payload["action_id"])
+    ).first()
+    return tuple(found) if found is not None else (None, None, None)
 
 
 def _too_fast(api: str, until: datetime, errmsg: str = "one refund per order per minute") -> RateLimited:
@@ -426,39 +438,34 @@ def _read_back(client, after_sale_order_id: str) -> dict | None:
         return None  # the push or the poller will bring the new status
 
 
-def _check_before_sending(payload: dict, shop: Shop | None = None) -> None:
+def _check_before_sending(payload: dict, action: AfterSaleAction | None, after_sale: AfterSale | None) -> None:
     """The case as stored now must still be the one the action was asked for: same amount (a buyer
     may raise it while the call waits), and every registered check agrees."""
-    action = db.session.get(AfterSaleAction, payload["action_id"])
-    after_sale = db.session.get(AfterSale, action.after_sale_pk) if action is not None else None
     if action is None or after_sale is None:
-        commit_keeping(db.session, shop)
         return
-    try:
-        expected = payload.get("amount_fen")
-        kind = AfterSaleActionKind(payload["kind"])
-        if kind in REFUNDING and expected is not None and after_sale.refund_amount_fen != expected:
-            raise ActionWithdrawn(
-                f"the refund amount changed from {expected} to {after_sale.refund_amount_fen} fen since it was asked"
-            )
-        for check in PRE_SEND_CHECKS:
-            check(action, after_sale)
-    finally:
-        commit_keeping(db.session, shop)  # no transaction open while the platform answers
+    expected = payload.get("amount_fen")
+    kind = AfterSaleActionKind(payload["kind"])
+    if kind in REFUNDING and expected is not None and after_sale.refund_amount_fen != expected:
+        raise ActionWithdrawn(
+            f"the refund amount changed from {expected} to {after_sale.refund_amount_fen} fen since it was asked"
+        )
+    for check in PRE_SEND_CHECKS:
+        check(action, after_sale)
 
 
 def _perform(shop: Shop, call: OutboxCall) -> dict:
     payload = dict(call.payload)
     kind = AfterSaleActionKind(payload["kind"])
     after_sale_order_id = payload["after_sale_order_id"]
-    _check_before_sending(payload, shop)
+    action, after_sale, last = _as_stored(payload, shop.id)
+    try:
+        _check_before_sending(payload, action, after_sale)
+    finally:
+        commit_keeping(db.session, shop)  # no transaction open while the platform answers
     client = client_for(shop)
     api = "/channels/ec/aftersale/acceptapply"
-    if kind in REFUNDING:
-        last = _last_refund_call(shop.id, payload["order_id"], payload["action_id"])
-        commit_keeping(db.session, shop)  # no transaction open while the platform answers
-        if last is not None and utcnow() - last < REFUND_SPACING:
-            raise _too_fast(api, last + REFUND_SPACING + timedelta(milliseconds=500))
+    if last is not None and utcnow() - last < REFUND_SPACING:
+        raise _too_fast(api, last + REFUND_SPACING + timedelta(milliseconds=500))
     started = utcnow()
     try:
         if kind == Kind.APPROVE_REFUND:
