@@ -242,13 +242,13 @@ def process_claimed(claimed: Claim) -> int:
             done_first = payload.get("Event") == MESSAGE_EVENT
             if done_first and not _finish(event_id, claimed.token):
                 continue
-            stored: list = []
-            announcements = handle(shop_id, payload, stored)
+            keep: list = []
+            announcements = handle(shop_id, payload, keep)
             if not done_first and not _finish(event_id, claimed.token):
                 continue
             # The rows as just stored stay loaded while the announcements use them: a rule
             # evaluated inline decides on them without reading them again.
-            commit_keeping(db.session, *stored)
+            commit_keeping(db.session, *keep)
         except Exception as exc:
             db.session.rollback()
             if not isinstance(exc, PlatformError):
@@ -258,7 +258,7 @@ def process_claimed(claimed: Claim) -> int:
         done += 1
         marker = _announcing.set(True)
         try:
-            with keeping(db.session, *stored):
+            with keeping(db.session, *keep):
                 for announce in announcements:
                     try:
                         announce()
@@ -322,13 +322,13 @@ def _wake_when_due(when) -> None:
     worker.wake_when_due("inbox", when)
 
 
-def handle(shop_id: int, payload: dict, stored: list | None = None) -> list[Announcement]:
+def handle(shop_id: int, payload: dict, keep: list | None = None) -> list[Announcement]:
     """Apply one push; returns the announcements to make once the transaction is committed.
 
-    ``stored`` gets the rows an order's or after-sale's push stored (its shop, the order and its
+    ``keep`` gets the rows an order's or after-sale's push stored (its shop, the order and its
     lines, the after-sale and its buyer), for the caller to keep loaded while it announces them
     (a buyer message's announcements are the console's, and read what they need)."""
-    stored = [] if stored is None else stored
+    keep = [] if keep is None else keep
     kind = payload.get("Event")
     if kind == MESSAGE_EVENT:
         stored = store.store_buyer_message(shop_id, payload)
@@ -365,7 +365,7 @@ def handle(shop_id: int, payload: dict, stored: list | None = None) -> list[Anno
             return []
         detail = client_for(shop).get_order(str(order_id))
         upserted = store.upsert_order(shop.id, detail, fetched_at)
-        stored += [shop, *_with_lines(upserted.row)]
+        keep += [shop, *_with_lines(upserted.row)]
         return [announce_order(shop.id, upserted)]
     if kind == AFTER_SALE_EVENT:
         info = payload.get("finder_shop_aftersale_status_update") or {}
@@ -378,7 +378,7 @@ def handle(shop_id: int, payload: dict, stored: list | None = None) -> list[Anno
             after_sale = client.get_after_sale(str(after_sale_id))
         # The order changes with its after-sales (counts, update_time) but gets no push of its own.
         order = client.get_order(str(info["order_id"])) if info.get("order_id") else None
-        stored.append(shop)
+        keep.append(shop)
         # The order first: the after-sale then links to it without looking it up (and a new order
         # is linked at once, not at the after-sale's next fetch). Announced after the after-sale.
         order_upserted = store.upsert_order(shop.id, order, fetched_at) if order is not None else None
@@ -387,10 +387,10 @@ def handle(shop_id: int, payload: dict, stored: list | None = None) -> list[Anno
             upserted = store.upsert_after_sale(
                 shop.id, after_sale, fetched_at, order_upserted.row if order_upserted is not None else None
             )
-            stored += [upserted.row, upserted.customer]
+            keep += [upserted.row, upserted.customer]
             announcements.append(announce_after_sale(shop.id, upserted))
         if order_upserted is not None:
-            stored += _with_lines(order_upserted.row)
+            keep += _with_lines(order_upserted.row)
             announcements.append(announce_order(shop.id, order_upserted))
         return announcements
     log.info("shop %s: push %r stored, nothing to do for it", shop.id, kind)

@@ -79,10 +79,10 @@ def test_work_of_a_claim_taken_over_mid_way_is_rolled_back(app, simulator, monke
         claimed = inbox.claim()
         real_handle = inbox.handle
 
-        def handle_while_losing_the_lease(shop_id, payload, stored):
+        def handle_while_losing_the_lease(shop_id, payload, keep):
             with db.engine.begin() as conn:  # another worker takes the event over meanwhile
                 conn.execute(sa.update(InboxEvent.__table__).values(claim_token="someone-else"))
-            return real_handle(shop_id, payload, stored)
+            return real_handle(shop_id, payload, keep)
 
         monkeypatch.setattr(inbox, "handle", handle_while_losing_the_lease)
         assert inbox.process_claimed(claimed) == 0
@@ -103,7 +103,7 @@ def test_a_buyer_message_is_marked_done_before_its_work(app, shops, monkeypatch)
         with db.engine.begin() as conn:  # taken over before this worker began
             conn.execute(sa.update(InboxEvent.__table__).values(claim_token="someone-else"))
         filed = []
-        monkeypatch.setattr(inbox, "handle", lambda shop_id, payload, stored: filed.append(payload) or [])
+        monkeypatch.setattr(inbox, "handle", lambda shop_id, payload, keep: filed.append(payload) or [])
         assert inbox.process_claimed(claimed) == 0
         assert filed == [], "nothing is handled under a lease that is no longer ours"
         assert db.session.scalar(sa.select(sa.func.count()).where(Message.platform_msg_id == "lease-3")) == 0
@@ -114,7 +114,7 @@ def test_a_buyer_message_is_marked_done_before_its_work(app, shops, monkeypatch)
         claimed = inbox.claim()
         statuses = []
 
-        def handle_seeing_its_mark(shop_id, payload, stored):
+        def handle_seeing_its_mark(shop_id, payload, keep):
             statuses.append(db.session.scalar(sa.select(InboxEvent.status).where(InboxEvent.id.in_(claimed.ids))))
             return []
 
