@@ -268,9 +268,11 @@ def process_claimed(claimed: Claim) -> int:
         finally:
             _announcing.reset(marker)
             # A subscriber that failed inside a signal (logged there) may have left the session in
-            # a failed transaction: the next event starts clean, and reads what it uses afresh.
+            # a failed transaction: the next event starts clean. What was kept is read afresh by
+            # the next event that uses it (a buyer message keeps nothing: nothing more to do).
             db.session.rollback()
-            db.session.expire_all()
+            if keep:
+                db.session.expire_all()
     return done
 
 
