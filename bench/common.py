@@ -103,9 +103,24 @@ class CpuMeter:
         self.worker_pids = list(worker_pids)
         self.database = database
         self.before = self._sample()
+        self.samples: list[dict[str, float]] = [self.before]
+        self._sampling: threading.Thread | None = None
+        self._stop_sampling = threading.Event()
+
+    def sample_every(self, seconds: float) -> CpuMeter:
+        """Also take a sample every ``seconds`` in a thread of its own until ``result``, so that a
+        window of the run can be cut out afterwards (``window``)."""
+
+        def run() -> None:
+            while not self._stop_sampling.wait(seconds):
+                self.samples.append(self._sample())
+
+        self._sampling = threading.Thread(target=run, name="cpu-sampler", daemon=True)
+        self._sampling.start()
+        return self
 
     def _sample(self) -> dict[str, float]:
-        sample = {"wall_s": time.monotonic()}
+        sample = {"wall_s": time.monotonic(), "at": time.time()}
         for pid in self.web_workers:
             sample[f"web_worker_cpu_s:{pid}"] = _process_cpu(Path(f"/proc/{pid}/stat"))[1]
         for pid in self.worker_pids:
@@ -130,18 +145,46 @@ class CpuMeter:
         return sample
 
     def result(self) -> dict:
+        self._stop_sampling.set()
+        if self._sampling is not None:
+            self._sampling.join()
         after = self._sample()
+        self.samples.append(after)
+        return self._between(self.before, after)
+
+    def window(self, start: float, end: float) -> dict:
+        """What ``result`` says, over the samples that enclose [``start``, ``end``] (``time.time()``;
+        after ``result``, with ``sample_every``), plus each process group's CPU as cores used (CPU
+        seconds per second of the window) and the window as sampled (``from_s``/``to_s``, seconds
+        from ``start``)."""
+        before = max((s for s in self.samples if s["at"] <= start), key=lambda s: s["at"], default=self.samples[0])
+        after = min((s for s in self.samples if s["at"] >= end), key=lambda s: s["at"], default=self.samples[-1])
+        figures = self._between(before, after, cores=True)
+        figures["from_s"], figures["to_s"] = round(before["at"] - start, 2), round(after["at"] - start, 2)
+        return figures
+
+    def _between(self, before: dict[str, float], after: dict[str, float], cores: bool = False) -> dict:
         delta = dict.fromkeys(self.SERVICES.values(), 0.0)
         for key in after:  # a process started meanwhile counts whole; one that exited is missing
+            if key == "at":
+                continue
             name = key.split(":", 1)[0]
-            delta[name] = delta.get(name, 0.0) + after[key] - self.before.get(key, 0.0)
+            delta[name] = delta.get(name, 0.0) + after[key] - before.get(key, 0.0)
         machine, idle = delta.pop("machine_s"), delta.pop("idle_s")
-        return {
+        figures = {
             **{key: round(value, 1) for key, value in sorted(delta.items())},
             "machine_busy_pct": round(100 * (1 - idle / machine), 1) if machine else None,
             "cores": os.cpu_count(),
             "load_average_1m": round(os.getloadavg()[0], 2),
         }
+        if cores:
+            wall = delta["wall_s"] or 1.0
+            figures["cores_used"] = {
+                key.removesuffix("_cpu_s"): round(value / wall, 2)
+                for key, value in sorted(delta.items())
+                if key.endswith("_cpu_s") and value
+            }
+        return figures
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -19,7 +19,9 @@ every push about them handled (not measured); then:
   after-sale to the last successful acceptapply; `first_refunds_cleared_s` the same for the after-sales
   that the per-order limit does not hold back (our own throughput);
   `first_refund_of_twice_refunded_orders_s` when the first refund of each order refunded twice went
-  out (the burst clears no sooner than the last of these + 60 s).
+  out (the burst clears no sooner than the last of these + 60 s), and
+  `until_first_refund_of_twice_refunded_orders` who had the machine in those seconds (CPU sampled
+  every 0.25 s: each process group's cores used, how busy the machine was, the refunds sent).
 
 Checks: every after-sale refunded by exactly one successful acceptapply; the platform's refusals
 (10021059 = we called too early) counted. Exits 1 when a case was not refunded exactly once.
@@ -287,6 +289,7 @@ def main() -> None:
             seconds: set[str] = set()
             burst_start = time.time()
             meter = CpuMeter(web.pid, [w.pid for w in workers], sa.engine.make_url(database_url).database)
+            meter.sample_every(0.25)
             chatting = threading.Event()
             chatter = None
             if args.messages_per_s > 0:
@@ -344,6 +347,13 @@ def main() -> None:
             second_wait.append(times[1] - times[0])
             first_of_twice.append(times[0] - burst_start)
     cleared = (max(burst_done) - burst_start) if len(burst_done) == len(burst_ids) else None
+    # The seconds that set how far the burst ends over its floor: until the last first refund of an
+    # order refunded twice. Who had the two cores then, and how many refunds went out in them.
+    critical = None
+    if first_of_twice:
+        end = burst_start + max(first_of_twice)
+        critical = meter.window(burst_start, end)
+        critical["acceptapply_ok"] = sum(1 for i in burst_ids if first_ok(i) and first_ok(i) <= end)
     floor = FLOOR_PER_ORDER_S if args.second else 0.0
     latency = summary_ms(lat)
     result.update(
@@ -379,6 +389,7 @@ def main() -> None:
                     "p50": round(statistics.median(first_of_twice), 2), "max": round(max(first_of_twice), 2)}
                 if first_of_twice
                 else None,
+                "until_first_refund_of_twice_refunded_orders": critical,
                 # CPU over the burst: the desk's web worker (inbox, rules, outbox), this process
                 # (the simulator answering and pushing), PostgreSQL; how busy the machine was.
                 "cpu": burst_cpu,
