@@ -153,10 +153,10 @@ class CpuMeter:
         return self._between(self.before, after)
 
     def window(self, start: float, end: float) -> dict:
-        """What ``result`` says, over the samples that enclose [``start``, ``end``] (``time.time()``;
-        after ``result``, with ``sample_every``), plus each process group's CPU as cores used (CPU
-        seconds per second of the window) and the window as sampled (``from_s``/``to_s``, seconds
-        from ``start``)."""
+        """What ``result`` says, over the samples that enclose [``start``, ``end``], plus each process
+        group's CPU as cores used (CPU seconds per second of the window) and the window as sampled
+        (``from_s``/``to_s``, seconds from ``start``). ``start`` and ``end`` are ``time.time()``
+        values; call it after ``result``, on a meter that ``sample_every`` sampled."""
         before = max((s for s in self.samples if s["at"] <= start), key=lambda s: s["at"], default=self.samples[0])
         after = min((s for s in self.samples if s["at"] >= end), key=lambda s: s["at"], default=self.samples[-1])
         figures = self._between(before, after, cores=True)
