@@ -360,8 +360,8 @@ def main() -> None:
     if first_of_twice:
         end = burst_start + max(first_of_twice)
         critical = meter.window(burst_start, end)
-        # The burst's after-sales the desk had stored, decided and refunded by then: work done on
-        # cases that do not set the floor is in the first two beyond the 125.
+        # The burst's after-sales the desk had stored, decided and refunded by then. Beyond the 125
+        # that set the floor, these counts are the window's work on the cases behind them.
         critical["after_sales_stored"] = sum(1 for i in burst_ids if stored.get(i) and stored[i] <= end)
         critical["after_sales_decided"] = sum(1 for i in burst_ids if decided.get(i) and decided[i] <= end)
         critical["acceptapply_ok"] = sum(1 for i in burst_ids if first_ok(i) and first_ok(i) <= end)
